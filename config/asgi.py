@@ -1,0 +1,44 @@
+"""ASGI entry point: Django for HTTP, the session consumer for WebSockets.
+
+WebSockets pass origin validation (ALLOWED_HOSTS) and Django session auth. In embedded mode
+(WORKFLOW_EXECUTOR=embedded) the process also runs sessions: the executor starts on the
+first connection or request, or at lifespan start-up under servers that send it (uvicorn).
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+from workflows.worker import ensure_embedded_executor  # noqa: E402
+
+router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                ensure_embedded_executor()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    ensure_embedded_executor()
+    await router(scope, receive, send)

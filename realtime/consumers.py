@@ -1,0 +1,221 @@
+"""The WebSocket consumer: authenticate, authorize, attach to the hub, translate commands.
+
+Thin on purpose: access rules and actions live in sessions_app.services, fan-out in the hub,
+the protocol in realtime.protocol. The consumer has no channel of its own (the hub holds
+one subscription per process), and its dispatch skips Channels' per-message
+``aclose_old_connections`` thread hop: database work goes through database_sync_to_async,
+which closes stale connections itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from realtime import protocol
+from realtime.hub import Viewer, get_hub
+from realtime.snapshots import initial_frames
+from sessions_app import services
+from sessions_app.models import Session
+
+log = logging.getLogger(__name__)
+
+
+class _RateLimiter:
+    """Token bucket per connection."""
+
+    __slots__ = ("allowance", "stamp", "strikes")
+
+    def __init__(self) -> None:
+        self.allowance = float(settings.WS_RATE_BURST)
+        self.stamp = time.monotonic()
+        self.strikes = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(
+            float(settings.WS_RATE_BURST),
+            self.allowance + (now - self.stamp) * settings.WS_RATE_PER_SECOND,
+        )
+        self.stamp = now
+        if self.allowance >= 1:
+            self.allowance -= 1
+            return True
+        self.strikes += 1
+        return False
+
+
+@database_sync_to_async
+def _load_session(session_id: str, user: Any) -> tuple[Session | None, str | None]:
+    session = Session.objects.select_related("owner").filter(pk=session_id).first()
+    if session is None:
+        return None, None
+    return session, services.session_access(user=user, session=session)
+
+
+@database_sync_to_async
+def _initial(
+    session: Session, last_seq: int | None, can_control: bool, presence: dict[str, Any]
+) -> tuple[int, list[str]]:
+    session.refresh_from_db()
+    return initial_frames(
+        session=session, last_seq=last_seq, can_control=can_control, presence=presence
+    )
+
+
+@database_sync_to_async
+def _execute(session_id: str, user: Any, command: protocol.Command) -> bool:
+    return services.command_execute(
+        session_id=session_id, user=user, cmd=command.cmd, data=command.data,
+        command_id=command.id,
+    )
+
+
+def _parse_last_seq(query_string: bytes) -> tuple[bool, int | None]:
+    values = parse_qs(query_string.decode("latin-1")).get("last_seq")
+    if not values:
+        return True, None
+    raw = values[0]
+    if not raw.isdigit() or len(raw) > 18:
+        return False, None
+    return True, int(raw)
+
+
+class SessionConsumer(AsyncWebsocketConsumer):
+    # No per-socket channel: the hub subscribes once per process per session.
+    channel_layer_alias = "__hub_only__"
+
+    _handlers = {
+        "websocket.connect": "websocket_connect",
+        "websocket.receive": "websocket_receive",
+        "websocket.disconnect": "websocket_disconnect",
+    }
+
+    viewer: Viewer | None = None
+    session_id: str = ""
+    access: str | None = None
+    counted_user: str | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        name = self._handlers.get(message["type"])
+        if name is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await getattr(self, name)(message)
+
+    # ------------------------------------------------------------------ connect
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        ok, last_seq = _parse_last_seq(self.scope.get("query_string", b""))
+        if not ok:
+            await self.close(code=4400)
+            return
+        session, access = await _load_session(self.session_id, user)
+        if session is None:
+            await self.close(code=4404)
+            return
+        if access is None:
+            await self.close(code=4403)
+            return
+        hub = get_hub()
+        username = user.get_username()
+        if hub.sockets_per_user.get(username, 0) >= settings.WS_MAX_SOCKETS_PER_USER:
+            await self.close(code=4430)
+            return
+        hub.sockets_per_user[username] = hub.sockets_per_user.get(username, 0) + 1
+        self.counted_user = username
+        self.access = access
+        self.user = user
+        self.limiter = _RateLimiter()
+        self.viewer = Viewer(
+            session_id=self.session_id, user=username, send=self.base_send, close=self._close_with
+        )
+        await hub.attach(self.viewer)
+        can_control = access == services.CONTROL
+        try:
+            seq, frames = await _initial(session, last_seq, can_control, hub.presence(self.session_id))
+        except Exception:
+            log.exception("initial frames for %s failed", self.session_id)
+            await self.close(code=1011)
+            return
+        await hub.activate(self.viewer, last_seq=seq, initial=frames)
+
+    async def _close_with(self, code: int) -> None:
+        try:
+            await self.close(code=code)
+        except Exception:
+            log.debug("close after the socket was gone", exc_info=True)
+
+    async def disconnect(self, code: int) -> None:
+        hub = get_hub()
+        if self.viewer is not None:
+            await hub.detach(self.viewer)
+            self.viewer = None
+        if self.counted_user is not None:
+            left = hub.sockets_per_user.get(self.counted_user, 1) - 1
+            if left > 0:
+                hub.sockets_per_user[self.counted_user] = left
+            else:
+                hub.sockets_per_user.pop(self.counted_user, None)
+            self.counted_user = None
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
+
+    # ------------------------------------------------------------------ receive
+    def _reply(self, event: str, data: dict[str, Any]) -> None:
+        if self.viewer is not None:
+            self.viewer.push_ephemeral(
+                protocol.encode(event=event, session_id=self.session_id, data=data)
+            )
+
+    def _error(self, code: str, message: str, command_id: str | None = None) -> None:
+        self._reply("error", {"code": code, "error": message, "id": command_id})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        viewer = self.viewer
+        if viewer is None or not viewer.active:
+            return  # frames before the snapshot was sent are ignored
+        viewer.last_received = time.monotonic()
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.WS_MAX_FRAME_BYTES:
+            await self.close(code=1009)
+            return
+        if not self.limiter.allow():
+            self._error("rate_limited", "too many commands; slow down")
+            if self.limiter.strikes >= settings.WS_RATE_STRIKES:
+                await self.close(code=4429)
+            return
+        try:
+            command = protocol.parse_command(text_data)
+        except protocol.ProtocolError as exc:
+            self._error(exc.code, exc.message, exc.command_id)
+            return
+        if command.cmd == "ping":
+            self._reply("pong", {"server_time": protocol.now_iso(), "id": command.id})
+            return
+        if command.cmd not in protocol.WATCHER_COMMANDS and self.access != services.CONTROL:
+            self._error("forbidden", "watch-only participants cannot control the session", command.id)
+            return
+        try:
+            duplicate = await _execute(self.session_id, self.user, command)
+        except services.ServiceError as exc:
+            self._error(exc.code, exc.message, command.id)
+            return
+        except Exception:
+            log.exception("command %s failed", command.cmd)
+            self._error("internal", "the server could not do this; nothing was changed", command.id)
+            return
+        self._reply("ack", {"id": command.id, "cmd": command.cmd, "duplicate": duplicate})

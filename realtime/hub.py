@@ -1,0 +1,362 @@
+"""One channel-layer subscription per process per session, fanning ready frames out to sockets.
+
+A plain Channels design gives every socket its own channel and makes the layer deliver every
+event once per viewer (and drops them when a channel holds ``capacity`` messages). Here the
+process joins a session's group once; the frames arrive already encoded and are appended to
+each local viewer's outgoing buffer, which a per-viewer writer drains, joining whatever has
+queued into one ``batch`` frame. Nothing is dropped: a seq gap (a lost layer message, an
+outage, two publishers racing) is refilled from the event log, and a viewer whose buffer
+passes its limit is closed with 4409 and catches up by replay when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime import groups, protocol
+from realtime.eventlog import read_frames
+from sessions_app.models import Session
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Close = Callable[[int], Awaitable[None]]
+
+PRESENCE_REFRESH_SECONDS = 20.0
+PRESENCE_EXPIRY_SECONDS = 60.0
+MAINTENANCE_SECONDS = 1.0
+TAIL_CHECK_SECONDS = 3.0
+
+
+class Viewer:
+    """The outgoing side of one socket."""
+
+    __slots__ = (
+        "_close",
+        "_send",
+        "_task",
+        "_wake",
+        "active",
+        "buffered",
+        "closed",
+        "last_received",
+        "last_seq",
+        "pending",
+        "session_id",
+        "user",
+    )
+
+    def __init__(self, *, session_id: str, user: str, send: Send, close: Close) -> None:
+        self.session_id = session_id
+        self.user = user
+        self._send = send
+        self._close = close
+        self.active = False
+        self.closed = False
+        self.last_seq = 0
+        self.buffered: list[tuple[int, str]] = []  # before activation
+        self.pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.last_received = time.monotonic()
+
+    def push(self, seq: int, text: str) -> None:
+        if self.closed:
+            return
+        if not self.active:
+            self.buffered.append((seq, text))
+            return
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        self._enqueue(text)
+
+    def push_ephemeral(self, text: str) -> None:
+        if self.active and not self.closed:
+            self._enqueue(text)
+
+    def _enqueue(self, text: str) -> None:
+        self.pending.append(text)
+        if len(self.pending) > settings.WS_SEND_BUFFER_EVENTS:
+            self.pending = []
+            self.overflow()
+            return
+        self._wake.set()
+
+    def overflow(self) -> None:
+        log.warning("viewer of %s too slow: closing with 4409", self.session_id)
+        self.closed = True
+        asyncio.get_running_loop().create_task(self._close(4409))
+
+    def activate(self, *, last_seq: int, initial: list[str], missing: list[tuple[int, str]]) -> None:
+        """Start sending: the snapshot/replay first, then what queued meanwhile (deduplicated)."""
+        self.pending = list(initial)
+        self.last_seq = last_seq
+        self.active = True
+        for seq, text in [*missing, *self.buffered]:
+            if seq > self.last_seq:
+                self.last_seq = seq
+                self.pending.append(text)
+        self.buffered = []
+        self._task = asyncio.get_running_loop().create_task(self._write_loop())
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _write_loop(self) -> None:
+        limit = settings.WS_BATCH_MAX_EVENTS
+        try:
+            while not self.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.pending and not self.closed:
+                    items, self.pending = self.pending, []
+                    for start in range(0, len(items), limit):
+                        chunk = items[start : start + limit]
+                        text = chunk[0] if len(chunk) == 1 else protocol.encode_batch(
+                            self.session_id, chunk
+                        )
+                        await self._send({"type": "websocket.send", "text": text})
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away: its disconnect handler detaches it
+            self.closed = True
+
+
+class _Subscription:
+    __slots__ = ("head", "last_frame_at", "remote", "viewers")
+
+    def __init__(self) -> None:
+        self.viewers: set[Viewer] = set()
+        self.head: int | None = None
+        self.remote: dict[str, tuple[list[str], float]] = {}
+        self.last_frame_at = time.monotonic()
+
+
+@database_sync_to_async
+def _read_missing(session_id: str, after: int, upto: int | None) -> list[tuple[int, str]]:
+    return read_frames(session_id, after=after, upto=upto)
+
+
+@database_sync_to_async
+def _heads(session_ids: list[str]) -> dict[str, int]:
+    return {
+        str(pk): seq
+        for pk, seq in Session.objects.filter(pk__in=session_ids).values_list("id", "last_seq")
+    }
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.sessions: dict[str, _Subscription] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._start_lock = asyncio.Lock()
+        self.sockets_per_user: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+    async def _ensure_started(self) -> None:
+        if self.channel is not None:
+            return
+        async with self._start_lock:
+            if self.channel is None:
+                channel = await self.layer.new_channel(prefix="hub")
+                loop = asyncio.get_running_loop()
+                self._tasks = [
+                    loop.create_task(self._receive_loop(channel), name="hub-receive"),
+                    loop.create_task(self._maintenance_loop(), name="hub-maintenance"),
+                ]
+                self.channel = channel
+
+    async def attach(self, viewer: Viewer) -> None:
+        """Subscribe (if first local viewer) before the caller reads the log: nothing is missed."""
+        await self._ensure_started()
+        subs = self.sessions.get(viewer.session_id)
+        if subs is None:
+            subs = self.sessions[viewer.session_id] = _Subscription()
+            await self.layer.group_add(groups.session_group(viewer.session_id), self.channel)
+        subs.viewers.add(viewer)
+
+    async def activate(self, viewer: Viewer, *, last_seq: int, initial: list[str]) -> None:
+        subs = self.sessions[viewer.session_id]
+        missing: list[tuple[int, str]] = []
+        if viewer.buffered and viewer.buffered[0][0] > last_seq + 1:
+            missing = await _read_missing(
+                viewer.session_id, last_seq, viewer.buffered[0][0] - 1
+            )
+        if subs.head is None or subs.head < last_seq:
+            subs.head = last_seq
+        viewer.activate(last_seq=last_seq, initial=initial, missing=missing)
+        await self._announce_presence(viewer.session_id)
+
+    async def detach(self, viewer: Viewer) -> None:
+        viewer.stop()
+        subs = self.sessions.get(viewer.session_id)
+        if subs is None or viewer not in subs.viewers:
+            return
+        subs.viewers.discard(viewer)
+        if not subs.viewers:
+            del self.sessions[viewer.session_id]
+            try:
+                await self.layer.group_discard(
+                    groups.session_group(viewer.session_id), self.channel
+                )
+            except Exception:
+                log.exception("group_discard failed")
+        await self._announce_presence(viewer.session_id)
+
+    # ----------------------------------------------------------------- presence
+    def local_users(self, session_id: str) -> list[str]:
+        subs = self.sessions.get(session_id)
+        return sorted({v.user for v in subs.viewers if v.active}) if subs else []
+
+    def presence(self, session_id: str) -> dict[str, Any]:
+        subs = self.sessions.get(session_id)
+        users = set(self.local_users(session_id))
+        if subs:
+            now = time.monotonic()
+            for hub_id, (remote_users, seen) in subs.remote.items():
+                if hub_id != self.id and now - seen < PRESENCE_EXPIRY_SECONDS:
+                    users.update(remote_users)
+        return {"count": len(users), "users": sorted(users)}
+
+    async def _announce_presence(self, session_id: str) -> None:
+        message = {
+            "type": groups.PRESENCE,
+            "sid": session_id,
+            "hub": self.id,
+            "users": self.local_users(session_id),
+        }
+        try:
+            await self.layer.group_send(groups.session_group(session_id), message)
+        except Exception:
+            log.exception("presence broadcast failed")
+        self._send_presence(session_id)
+
+    def _send_presence(self, session_id: str) -> None:
+        subs = self.sessions.get(session_id)
+        if not subs:
+            return
+        text = protocol.encode(
+            event="presence", session_id=session_id, data=self.presence(session_id)
+        )
+        for viewer in subs.viewers:
+            viewer.push_ephemeral(text)
+
+    def _on_presence(self, message: dict[str, Any]) -> None:
+        subs = self.sessions.get(message["sid"])
+        if subs is None or message["hub"] == self.id:
+            return
+        before = self.presence(message["sid"])
+        subs.remote[message["hub"]] = (list(message["users"]), time.monotonic())
+        if self.presence(message["sid"]) != before:
+            self._send_presence(message["sid"])
+
+    # ----------------------------------------------------------------- frames
+    async def _on_frames(self, message: dict[str, Any]) -> None:
+        session_id = message["sid"]
+        subs = self.sessions.get(session_id)
+        if subs is None:
+            return
+        frames = [(int(seq), text) for seq, text in message["frames"]]
+        if subs.head is not None and frames and frames[0][0] > subs.head + 1:
+            frames = await _read_missing(session_id, subs.head, frames[0][0] - 1) + frames
+        self._deliver(subs, frames)
+
+    def _deliver(self, subs: _Subscription, frames: list[tuple[int, str]]) -> None:
+        subs.last_frame_at = time.monotonic()
+        for seq, text in frames:
+            if subs.head is not None and seq <= subs.head:
+                continue
+            subs.head = seq
+            for viewer in subs.viewers:
+                viewer.push(seq, text)
+
+    async def _receive_loop(self, channel: str) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("channel layer receive failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                kind = message.get("type")
+                if kind == groups.FRAMES:
+                    await self._on_frames(message)
+                elif kind == groups.PRESENCE:
+                    self._on_presence(message)
+            except Exception:
+                log.exception("hub could not handle a %s message", message.get("type"))
+
+    async def _maintenance_loop(self) -> None:
+        """Idle sockets, presence refresh, and a tail check that refills events lost in an outage."""
+        last_presence = last_tail = time.monotonic()
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            try:
+                now = time.monotonic()
+                for subs in list(self.sessions.values()):
+                    for viewer in list(subs.viewers):
+                        if (
+                            viewer.active
+                            and not viewer.closed
+                            and now - viewer.last_received > settings.WS_IDLE_TIMEOUT
+                        ):
+                            viewer.closed = True
+                            await viewer._close(4408)
+                if now - last_presence > PRESENCE_REFRESH_SECONDS:
+                    last_presence = now
+                    for session_id in list(self.sessions):
+                        await self._announce_presence(session_id)
+                if now - last_tail > TAIL_CHECK_SECONDS and self.sessions:
+                    last_tail = now
+                    await self._tail_check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub maintenance failed")
+
+    async def _tail_check(self) -> None:
+        quiet = [
+            sid
+            for sid, subs in self.sessions.items()
+            if subs.head is not None and time.monotonic() - subs.last_frame_at > TAIL_CHECK_SECONDS
+        ]
+        if not quiet:
+            return
+        heads = await _heads(quiet)
+        for sid in quiet:
+            subs = self.sessions.get(sid)
+            if subs is not None and subs.head is not None and heads.get(sid, 0) > subs.head:
+                self._deliver(subs, await _read_missing(sid, subs.head, None))
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per process in production)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

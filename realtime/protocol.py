@@ -1,0 +1,360 @@
+"""The WebSocket protocol: every event, every command, the envelope and close codes.
+
+This is the only place that knows event and command names. The original design lost
+every message because the server wrote ``type`` while the browser read ``event``; keeping
+the names, the envelope builder and the validators together here (and testing the docs and
+the JavaScript fixtures against this module) makes that class of bug impossible.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    types: tuple[type, ...]
+    required: bool = True
+
+
+def _f(name: str, *types: type, required: bool = True) -> Field:
+    return Field(name, types, required)
+
+
+STR = (str,)
+INT = (int,)
+NUM = (int, float)
+BOOL = (bool,)
+OPT_STR = (str, type(None))
+
+# event name -> fields of its ``data`` object. ``logged`` events carry a ``seq`` and are
+# stored in the session event log; ephemeral ones (replies and presence) have ``seq: null``.
+LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
+    "token_stream": (
+        _f("chunk", *STR),
+        _f("agent_id", *STR),
+        _f("node_id", *STR),
+        _f("is_thinking", *BOOL),
+    ),
+    "node_state_change": (
+        _f("node_id", *STR),
+        _f("status", *STR),
+        _f("agent_id", *OPT_STR, required=False),
+        _f("error", *OPT_STR, required=False),
+    ),
+    "node:parallel_start": (
+        _f("node_id", *OPT_STR),
+        _f("branches", list),
+    ),
+    "token_usage": (
+        _f("node_id", *STR),
+        _f("agent_id", *STR),
+        _f("model", *STR),
+        _f("input_tokens", *INT),
+        _f("output_tokens", *INT),
+        _f("estimated_cost_usd", *NUM),
+        _f("final", *BOOL),
+        _f("session_input_tokens", *INT),
+        _f("session_output_tokens", *INT),
+        _f("session_cost_usd", *NUM),
+    ),
+    "execution:started": (_f("workflow", *STR), _f("nodes", list)),
+    "execution:paused": (),
+    "execution:resumed": (),
+    "execution:completed": (
+        _f("input_tokens", *INT),
+        _f("output_tokens", *INT),
+        _f("cost_usd", *NUM),
+    ),
+    "execution:stopped": (_f("by", *OPT_STR, required=False),),
+    "execution:failed": (_f("error", *STR),),
+    "error": (
+        _f("error", *STR),
+        _f("node_id", *OPT_STR, required=False),
+        _f("code", *STR, required=False),
+        _f("id", *OPT_STR, required=False),
+    ),
+    "human_interaction_required": (
+        _f("node_id", *STR),
+        _f("reason", *STR),
+        _f("timeout", int, type(None), required=False),
+        _f("reviewed_node_id", *OPT_STR, required=False),
+        _f("round", *INT, required=False),
+    ),
+    "review_submitted": (
+        _f("node_id", *STR),
+        _f("decision", *STR),
+        _f("comment", *STR),
+        _f("by", *OPT_STR),
+        _f("timed_out", *BOOL),
+    ),
+    "node_resumed": (_f("node_id", *OPT_STR, required=False),),
+    "user_message": (
+        _f("text", *STR),
+        _f("user", *STR),
+        _f("message_id", *STR),
+    ),
+}
+
+EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {
+    "snapshot": (
+        _f("session", dict),
+        _f("workflow", dict),
+        _f("state", dict),
+        _f("presence", dict),
+        _f("last_seq", *INT),
+        _f("resync", *BOOL),
+        _f("can_control", *BOOL),
+    ),
+    "ack": (_f("id", *OPT_STR), _f("cmd", *STR), _f("duplicate", *BOOL)),
+    "pong": (_f("server_time", *STR), _f("id", *OPT_STR, required=False)),
+    "presence": (_f("count", *INT), _f("users", list)),
+    "batch": (_f("events", list),),
+}
+
+# ``error`` is both a logged event (a node failed) and an ephemeral reply to a command.
+EVENTS: dict[str, tuple[Field, ...]] = {**LOGGED_EVENTS, **EPHEMERAL_EVENTS}
+
+SEED_EVENTS = (
+    "token_stream",
+    "node_state_change",
+    "node:parallel_start",
+    "token_usage",
+    "execution:paused",
+    "execution:completed",
+    "error",
+    "human_interaction_required",
+    "node_resumed",
+)
+
+NODE_STATUSES = (
+    "pending",
+    "running",
+    "paused",
+    "waiting_review",
+    "completed",
+    "failed",
+    "skipped",
+    "stopped",
+)
+
+# --------------------------------------------------------------------------- commands
+
+MAX_TEXT = 4000
+MAX_COMMENT = 4000
+MAX_COMMAND_ID = 64
+
+COMMANDS: dict[str, tuple[Field, ...]] = {
+    "ping": (),
+    "start_session": (),
+    "pause_session": (),
+    "resume_session": (),
+    "stop_session": (),
+    "user_input": (_f("text", *STR),),
+    "submit_review": (
+        _f("node_id", *STR),
+        _f("decision", *STR),
+        _f("comment", *STR, required=False),
+    ),
+}
+
+# Commands a watch-only participant may send.
+WATCHER_COMMANDS = frozenset({"ping"})
+REVIEW_DECISIONS = ("approve", "reject")
+
+ERROR_CODES = {
+    "bad_json": "the frame is not a JSON object",
+    "binary_not_supported": "binary frames are not part of the protocol",
+    "unknown_cmd": "no such command",
+    "invalid_data": "a field is missing, of the wrong type or out of range",
+    "forbidden": "you may watch this session but not control it",
+    "invalid_state": "the command makes no sense in the session's current state",
+    "rate_limited": "too many commands; slow down",
+    "not_found": "no such node or review",
+    "node_failed": "a node of the workflow failed",
+    "provider_error": "the model provider failed",
+    "internal": "the server could not do this; nothing was changed",
+}
+
+# --------------------------------------------------------------------------- close codes
+
+CLOSE_CODES = {
+    1009: "frame larger than WS_MAX_FRAME_BYTES",
+    4400: "bad connection request (e.g. last_seq is not a non-negative integer)",
+    4401: "not logged in",
+    4403: "not allowed to see this session (or Origin not allowed)",
+    4404: "no such session",
+    4408: "idle: nothing received for WS_IDLE_TIMEOUT seconds",
+    4409: "too slow: the outgoing buffer limit was reached; reconnect with last_seq",
+    4429: "rate limited: kept sending commands faster than allowed",
+    4430: "too many open sockets for this user",
+}
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def now_iso() -> str:
+    """ISO 8601 UTC with milliseconds: the one clock format of the protocol."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON used for every frame and for the stored event payloads."""
+    return _dumps(value)
+
+
+def envelope(
+    *,
+    event: str,
+    session_id: str,
+    data: dict[str, Any] | None = None,
+    node_id: str | None = None,
+    seq: int | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """Build the one envelope shape every server frame has."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    return {
+        "event": event,
+        "data": data or {},
+        "timestamp": timestamp or now_iso(),
+        "node_id": node_id,
+        "seq": seq,
+        "session_id": session_id,
+    }
+
+
+def encode(
+    *,
+    event: str,
+    session_id: str,
+    data: dict[str, Any] | None = None,
+    node_id: str | None = None,
+    seq: int | None = None,
+    timestamp: str | None = None,
+) -> str:
+    """Envelope encoded as the JSON text sent on the wire (encoded once per event)."""
+    return dumps(
+        envelope(
+            event=event,
+            session_id=session_id,
+            data=data,
+            node_id=node_id,
+            seq=seq,
+            timestamp=timestamp,
+        )
+    )
+
+
+def encode_batch(session_id: str, frames: list[str]) -> str:
+    """Join already-encoded envelopes into one ``batch`` frame without re-encoding them."""
+    head = dumps(envelope(event="batch", session_id=session_id, data={"events": []}))
+    # head ends with  "data":{"events":[]},...  -> splice the texts into the list.
+    marker = '"events":[]'
+    i = head.index(marker) + len(marker) - 1
+    return head[:i] + ",".join(frames) + head[i:]
+
+
+class ProtocolError(Exception):
+    """A client frame that breaks the protocol; ``code`` is one of ERROR_CODES."""
+
+    def __init__(self, code: str, message: str, command_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.command_id = command_id
+
+
+def _check_fields(fields: tuple[Field, ...], data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_data", f"{where}: data must be an object")
+    for field in fields:
+        if field.name not in data:
+            if field.required:
+                raise ProtocolError("invalid_data", f"{where}: missing field {field.name!r}")
+            continue
+        value = data[field.name]
+        # bool is an int subclass: refuse True where an int is expected.
+        if isinstance(value, bool) and bool not in field.types:
+            raise ProtocolError("invalid_data", f"{where}: {field.name!r} has the wrong type")
+        if not isinstance(value, field.types):
+            raise ProtocolError("invalid_data", f"{where}: {field.name!r} has the wrong type")
+
+
+def validate_event(frame: dict[str, Any]) -> None:
+    """Check a server frame against the protocol (used by the contract tests)."""
+    if set(frame) != {"event", "data", "timestamp", "node_id", "seq", "session_id"}:
+        raise ProtocolError("invalid_data", f"envelope keys are {sorted(frame)}")
+    name = frame["event"]
+    if name not in EVENTS:
+        raise ProtocolError("unknown_cmd", f"unknown event {name!r}")
+    _check_fields(EVENTS[name], frame["data"], name)
+    if name in LOGGED_EVENTS and name != "error":
+        if not isinstance(frame["seq"], int) or frame["seq"] < 1:
+            raise ProtocolError("invalid_data", f"{name}: logged event without seq")
+    if name in EPHEMERAL_EVENTS and frame["seq"] is not None:
+        raise ProtocolError("invalid_data", f"{name}: ephemeral event with a seq")
+    if name == "batch":
+        for inner in frame["data"]["events"]:
+            validate_event(inner)
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd: str
+    data: dict[str, Any]
+    id: str | None
+
+
+def parse_command(text: str | None, max_depth: int = 8) -> Command:
+    """Parse and validate one client frame; raises ProtocolError with a code."""
+    if text is None:
+        raise ProtocolError("binary_not_supported", "send JSON text frames")
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("bad_json", "the frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_json", "the frame must be a JSON object")
+    command_id = raw.get("id")
+    if command_id is not None and (
+        not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_COMMAND_ID
+    ):
+        raise ProtocolError("invalid_data", f"id must be a string of 1..{MAX_COMMAND_ID} chars")
+    name = raw.get("cmd")
+    if not isinstance(name, str):
+        raise ProtocolError("unknown_cmd", "missing 'cmd'", command_id)
+    if name not in COMMANDS:
+        raise ProtocolError("unknown_cmd", f"unknown command {name[:40]!r}", command_id)
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    try:
+        _check_fields(COMMANDS[name], data, name)
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, exc.message, command_id) from None
+    extra = set(data) - {f.name for f in COMMANDS[name]}
+    if extra:
+        raise ProtocolError("invalid_data", f"{name}: unknown fields {sorted(extra)[:5]}", command_id)
+    if name == "user_input":
+        text_value = data["text"].strip()
+        if not text_value or len(text_value) > MAX_TEXT:
+            raise ProtocolError("invalid_data", f"text must be 1..{MAX_TEXT} characters", command_id)
+        data = {"text": text_value}
+    if name == "submit_review":
+        if data["decision"] not in REVIEW_DECISIONS:
+            raise ProtocolError("invalid_data", "decision must be approve or reject", command_id)
+        if len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100:
+            raise ProtocolError("invalid_data", "comment or node_id too long", command_id)
+    return Command(cmd=name, data=data, id=command_id)

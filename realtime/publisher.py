@@ -1,0 +1,183 @@
+"""The one way to emit a session event, from async code (engine) or sync code (services, admin).
+
+Async path: events queue in memory and a single flusher per event loop stores everything
+that queued while the previous insert ran (group commit), then sends one channel-layer
+message per session holding the already-encoded frames. Storage happens once per batch, not
+per event, and JSON is encoded once per event, never per recipient.
+
+Sync path: the event is inserted in the caller's transaction (outbox style: it commits or
+rolls back with the state change it describes) and broadcast on commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+from realtime import groups
+from realtime.eventlog import PendingEvent, StoredFrame, make_pending, store_events
+
+log = logging.getLogger(__name__)
+
+
+def _layer_message(session_id: str, frames: list[StoredFrame]) -> dict[str, Any]:
+    return {
+        "type": groups.FRAMES,
+        "sid": session_id,
+        "frames": [[f.seq, f.text] for f in frames],
+    }
+
+
+async def broadcast(frames: list[StoredFrame]) -> None:
+    """Send stored frames to every process watching their sessions (one message per session)."""
+    layer = get_channel_layer()
+    by_session: dict[str, list[StoredFrame]] = {}
+    for frame in frames:
+        by_session.setdefault(frame.session_id, []).append(frame)
+    for session_id, items in by_session.items():
+        try:
+            await layer.group_send(groups.session_group(session_id), _layer_message(session_id, items))
+        except Exception:  # a layer outage must not lose the log; hubs refill from it
+            log.exception("broadcast of %d events for %s failed", len(items), session_id)
+
+
+def _store_in_thread(batch: list[PendingEvent]) -> list[StoredFrame]:
+    close_old_connections()
+    try:
+        return store_events(batch)
+    finally:
+        close_old_connections()
+
+
+class Publisher:
+    """Per event loop: batches events, stores them, then broadcasts them."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[PendingEvent, asyncio.Future[int]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="eventlog")
+
+    def publish_nowait(
+        self,
+        *,
+        session_id: str,
+        event: str,
+        data: dict[str, Any] | None = None,
+        node_id: str | None = None,
+    ) -> asyncio.Future[int]:
+        """Queue an event; the future resolves to its seq once stored and broadcast."""
+        item = make_pending(session_id=session_id, event=event, data=data, node_id=node_id)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="publisher")
+        return future
+
+    async def publish(
+        self,
+        *,
+        session_id: str,
+        event: str,
+        data: dict[str, Any] | None = None,
+        node_id: str | None = None,
+    ) -> int:
+        return await self.publish_nowait(
+            session_id=session_id, event=event, data=data, node_id=node_id
+        )
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is stored and broadcast."""
+        if self._pending:
+            await asyncio.gather(*(f for _, f in self._pending), return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = settings.EVENT_FLUSH_MAX
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:limit], self._pending[limit:]
+                try:
+                    frames = await loop.run_in_executor(
+                        self._executor, _store_in_thread, [item for item, _ in batch]
+                    )
+                except Exception as exc:
+                    log.exception("storing %d events failed", len(batch))
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                await broadcast(frames)
+                # frames come back in batch order per session: resolve futures in order
+                by_session: dict[str, list[int]] = {}
+                for frame in frames:
+                    by_session.setdefault(frame.session_id, []).append(frame.seq)
+                for item, future in batch:
+                    seq_list = by_session.get(item.session_id)
+                    if future.done():
+                        continue
+                    if seq_list:
+                        future.set_result(seq_list.pop(0))
+                    else:
+                        future.set_exception(LookupError(f"session {item.session_id} is gone"))
+
+
+_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_publisher() -> Publisher:
+    """The publisher of the running event loop."""
+    loop = asyncio.get_running_loop()
+    publisher = _publishers.get(loop)
+    if publisher is None:
+        publisher = _publishers[loop] = Publisher()
+    return publisher
+
+
+async def publish(
+    *,
+    session_id: str,
+    event: str,
+    data: dict[str, Any] | None = None,
+    node_id: str | None = None,
+) -> int:
+    """Async: store (batched) and broadcast one event; returns its seq."""
+    return await get_publisher().publish(
+        session_id=str(session_id), event=event, data=data, node_id=node_id
+    )
+
+
+def publish_sync(
+    *,
+    session_id: str,
+    event: str,
+    data: dict[str, Any] | None = None,
+    node_id: str | None = None,
+) -> int:
+    """Sync: store in the caller's transaction, broadcast after it commits; returns seq."""
+    item = make_pending(session_id=str(session_id), event=event, data=data, node_id=node_id)
+    frames = store_events([item])
+    if not frames:
+        raise LookupError(f"session {session_id} is gone")
+    transaction.on_commit(lambda: _broadcast_sync(frames))
+    return frames[0].seq
+
+
+def _broadcast_sync(frames: list[StoredFrame]) -> None:
+    try:
+        async_to_sync(broadcast)(frames)
+    except Exception:
+        log.exception("broadcast after commit failed; viewers will refill from the log")

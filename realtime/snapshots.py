@@ -1,0 +1,131 @@
+"""What a connecting viewer is sent first: a snapshot, or the exact events it missed.
+
+The snapshot's state is the fold of the event log up to ``last_seq`` (so it is consistent
+with the events that follow it). Folds are cached per process and extended incrementally,
+so a busy session does not re-read its whole log for every viewer that joins.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings
+
+from realtime import protocol
+from realtime.eventlog import read_envelopes, read_frames
+from realtime.state import fold
+from sessions_app.models import Session
+
+_CACHE_SIZE = 256
+_cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def folded_state(session_id: str) -> tuple[int, dict[str, Any]]:
+    """(last_seq, state) from the log, reusing the cached fold of earlier events."""
+    key = str(session_id)
+    with _lock:
+        cached = _cache.get(key)
+    after, base = cached if cached else (0, None)
+    envelopes = read_envelopes(key, after=after)
+    if not envelopes and base is not None:
+        return after, copy.deepcopy(base)
+    state = fold(envelopes, base)
+    last_seq = envelopes[-1]["seq"] if envelopes else after
+    with _lock:
+        _cache[key] = (last_seq, state)
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return last_seq, copy.deepcopy(state)
+
+
+def workflow_view(definition: dict[str, Any]) -> dict[str, Any]:
+    """The graph the room draws, from the definition copy the session runs."""
+    agents = definition.get("agents", {})
+    nodes = []
+    for node in definition.get("nodes", []):
+        agent_ref = node.get("agent")
+        agent = agents.get(agent_ref) if isinstance(agent_ref, str) else agent_ref
+        nodes.append(
+            {
+                "id": node["id"],
+                "type": node.get("type", "agent"),
+                "title": node.get("title") or node["id"],
+                "depends_on": list(node.get("depends_on", [])),
+                "agent": (
+                    {
+                        "id": agent.get("id", agent_ref),
+                        "name": agent.get("name", ""),
+                        "role": agent.get("role", ""),
+                        "model": agent.get("model", ""),
+                    }
+                    if agent
+                    else None
+                ),
+            }
+        )
+    return {
+        "slug": definition.get("slug", ""),
+        "name": definition.get("name", ""),
+        "nodes": nodes,
+    }
+
+
+def session_view(session: Session) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "id": str(session.pk),
+        "title": session.title,
+        "workflow": session.workflow_slug,
+        "status": session.status,
+        "owner": session.owner.get_username(),
+        "created_at": iso(session.created_at),
+        "started_at": iso(session.started_at),
+        "finished_at": iso(session.finished_at),
+    }
+
+
+def snapshot_frame(
+    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool
+) -> tuple[int, str]:
+    last_seq, state = folded_state(str(session.pk))
+    data = {
+        "session": session_view(session),
+        "workflow": workflow_view(session.workflow_definition),
+        "state": state,
+        "presence": presence,
+        "last_seq": last_seq,
+        "resync": resync,
+        "can_control": can_control,
+    }
+    return last_seq, protocol.encode(event="snapshot", session_id=str(session.pk), data=data)
+
+
+def initial_frames(
+    *,
+    session: Session,
+    last_seq: int | None,
+    can_control: bool,
+    presence: dict[str, Any],
+) -> tuple[int, list[str]]:
+    """(seq the viewer is at, frames to send first): replay after last_seq, else a snapshot."""
+    if last_seq is not None:
+        head = session.last_seq
+        if last_seq <= head and head - last_seq <= settings.REPLAY_MAX_EVENTS:
+            frames = read_frames(str(session.pk), after=last_seq)
+            if all(seq == last_seq + i + 1 for i, (seq, _) in enumerate(frames)):
+                return (frames[-1][0] if frames else last_seq), [text for _, text in frames]
+        seq, text = snapshot_frame(
+            session=session, can_control=can_control, presence=presence, resync=True
+        )
+        return seq, [text]
+    seq, text = snapshot_frame(
+        session=session, can_control=can_control, presence=presence, resync=False
+    )
+    return seq, [text]

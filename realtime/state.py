@@ -1,0 +1,194 @@
+"""Fold logged events into the room state a snapshot carries.
+
+The browser's stores apply the same rules to live events (static/js/session_store.js and
+run_store.js); the shared scenarios in tests/fixtures/protocol/scenarios keep the two equal.
+Building the snapshot from the log itself (not from the rows written at node boundaries)
+makes it exactly consistent with its ``last_seq``: the events after it complete it.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta
+from typing import Any
+
+FINAL_NODE_STATUSES = frozenset({"completed", "failed", "skipped", "stopped"})
+
+
+def empty_state() -> dict[str, Any]:
+    return {
+        "status": "created",
+        "nodes": {},
+        "messages": [],
+        "usage": {"nodes": {}, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0},
+        "cost_series": [],
+        "pending_review": None,
+        "reviews": [],
+        "started_at": None,
+        "finished_at": None,
+        "error": None,
+    }
+
+
+def _default_node() -> dict[str, Any]:
+    return {
+        "status": "pending",
+        "agent_id": None,
+        "started_at": None,
+        "finished_at": None,
+        "error": None,
+    }
+
+
+def _last_agent_message(state: dict[str, Any], node_id: str) -> dict[str, Any] | None:
+    for message in reversed(state["messages"]):
+        if message["kind"] == "agent" and message["node_id"] == node_id:
+            return message
+    return None
+
+
+def _plus_seconds(timestamp: str, seconds: int) -> str:
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _finish(state: dict[str, Any], status: str, timestamp: str) -> None:
+    state["status"] = status
+    state["finished_at"] = timestamp
+    state["pending_review"] = None
+
+
+def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
+    """Apply one logged event in place (events with seq null are not state)."""
+    name = envelope["event"]
+    data = envelope["data"]
+    ts = envelope["timestamp"]
+    if name == "token_stream":
+        node_id = data["node_id"]
+        message = _last_agent_message(state, node_id)
+        if message is None or message["final"]:
+            count = sum(
+                1 for m in state["messages"] if m["kind"] == "agent" and m["node_id"] == node_id
+            )
+            message = {
+                "key": f"{node_id}#{count + 1}",
+                "kind": "agent",
+                "node_id": node_id,
+                "agent_id": data["agent_id"],
+                "user": None,
+                "text": "",
+                "thinking": "",
+                "final": False,
+                "started_at": ts,
+            }
+            state["messages"].append(message)
+        if data["is_thinking"]:
+            message["thinking"] += data["chunk"]
+        else:
+            message["text"] += data["chunk"]
+    elif name == "node_state_change":
+        node_id = data["node_id"]
+        node = {**_default_node(), **state["nodes"].get(node_id, {})}
+        status = data["status"]
+        node["status"] = status
+        if data.get("agent_id") is not None:
+            node["agent_id"] = data["agent_id"]
+        if data.get("error") is not None:
+            node["error"] = data["error"]
+        elif status == "running":
+            node["error"] = None
+        if status == "running":
+            if node["started_at"] is None:
+                node["started_at"] = ts
+            node["finished_at"] = None
+        if status in FINAL_NODE_STATUSES:
+            node["finished_at"] = ts
+            message = _last_agent_message(state, node_id)
+            if message is not None:
+                message["final"] = True
+        state["nodes"][node_id] = node
+    elif name == "token_usage":
+        usage = state["usage"]
+        usage["nodes"][data["node_id"]] = {
+            "agent_id": data["agent_id"],
+            "model": data["model"],
+            "input_tokens": data["input_tokens"],
+            "output_tokens": data["output_tokens"],
+            "cost_usd": data["estimated_cost_usd"],
+        }
+        usage["input_tokens"] = data["session_input_tokens"]
+        usage["output_tokens"] = data["session_output_tokens"]
+        usage["cost_usd"] = data["session_cost_usd"]
+        state["cost_series"].append([ts, data["session_cost_usd"]])
+    elif name == "execution:started":
+        state["status"] = "running"
+        if state["started_at"] is None:
+            state["started_at"] = ts
+        for node_id in data["nodes"]:
+            state["nodes"].setdefault(node_id, _default_node())
+    elif name == "execution:paused":
+        state["status"] = "paused"
+    elif name == "execution:resumed":
+        state["status"] = "running"
+    elif name == "node_resumed":
+        if state["status"] in ("waiting_review", "paused"):
+            state["status"] = "running"
+        state["pending_review"] = None
+    elif name == "execution:completed":
+        _finish(state, "completed", ts)
+        state["usage"]["input_tokens"] = data["input_tokens"]
+        state["usage"]["output_tokens"] = data["output_tokens"]
+        state["usage"]["cost_usd"] = data["cost_usd"]
+    elif name == "execution:stopped":
+        _finish(state, "stopped", ts)
+    elif name == "execution:failed":
+        _finish(state, "failed", ts)
+        state["error"] = data["error"]
+    elif name == "error":
+        if envelope.get("seq") is not None:
+            state["error"] = data["error"]
+    elif name == "human_interaction_required":
+        timeout = data.get("timeout")
+        state["status"] = "waiting_review"
+        state["pending_review"] = {
+            "node_id": data["node_id"],
+            "reason": data["reason"],
+            "timeout": timeout,
+            "deadline": _plus_seconds(ts, timeout) if timeout else None,
+            "reviewed_node_id": data.get("reviewed_node_id"),
+            "round": data.get("round", 1),
+        }
+    elif name == "review_submitted":
+        state["reviews"].append(
+            {
+                "node_id": data["node_id"],
+                "decision": data["decision"],
+                "comment": data["comment"],
+                "by": data["by"],
+                "timed_out": data["timed_out"],
+                "at": ts,
+            }
+        )
+        state["pending_review"] = None
+    elif name == "user_message":
+        state["messages"].append(
+            {
+                "key": f"user:{data['message_id']}",
+                "kind": "user",
+                "node_id": None,
+                "agent_id": None,
+                "user": data["user"],
+                "text": data["text"],
+                "thinking": "",
+                "final": True,
+                "started_at": ts,
+            }
+        )
+
+
+def fold(envelopes: list[dict[str, Any]], initial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """State after applying the envelopes, in order, to a copy of ``initial``."""
+    state = copy.deepcopy(initial) if initial is not None else empty_state()
+    for envelope in envelopes:
+        apply(state, envelope)
+    return state

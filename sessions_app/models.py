@@ -1,0 +1,278 @@
+"""What a meeting session leaves behind: session, nodes, usage, transcript, reviews, events.
+
+Runtime rows are written by services at node boundaries (never per token). The event log
+(`SessionEvent`) is the truth viewers are served from: every logged event is stored before it
+is broadcast, so a reconnecting viewer can always be caught up from it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class SessionStatus(models.TextChoices):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_REVIEW = "waiting_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+ACTIVE_STATUSES = (SessionStatus.RUNNING, SessionStatus.PAUSED, SessionStatus.WAITING_REVIEW)
+FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.STOPPED)
+
+ZERO = Decimal("0")
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="meeting_sessions"
+    )
+    title = models.CharField(max_length=200)
+    workflow_slug = models.CharField(max_length=50, db_index=True)
+    workflow_definition = models.JSONField(
+        default=dict, help_text="Copy of the workflow definition this session runs."
+    )
+    status = models.CharField(
+        max_length=20, choices=SessionStatus.choices, default=SessionStatus.CREATED
+    )
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    nodes_total = models.PositiveIntegerField(default=0)
+    nodes_completed = models.PositiveIntegerField(default=0)
+    nodes_failed = models.PositiveIntegerField(default=0)
+    # Highest seq stored in the event log; advanced in the same transaction as the insert.
+    last_seq = models.BigIntegerField(default=0)
+    # Run lease: a runner (web process in embedded mode, or a worker) claims the run and
+    # renews the lease while it executes; an expired lease lets another runner take over.
+    run_requested = models.BooleanField(default=False)
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="session_owner_created"),
+            models.Index(fields=["status", "-created_at"], name="session_status_created"),
+            models.Index(fields=["run_requested", "lease_expires_at"], name="session_run_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.workflow_slug}, {self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("sessions:room", kwargs={"session_id": self.id})
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or self.updated_at
+        return max(0.0, (end - self.started_at).total_seconds())
+
+
+class SessionShare(models.Model):
+    """A user the owner let in: watch only, or watch and control."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="shares")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shared_sessions"
+    )
+    can_control = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "user"], name="share_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.session_id} ({'control' if self.can_control else 'watch'})"
+
+
+class NodeStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_REVIEW = "waiting_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    STOPPED = "stopped"
+
+
+class NodeState(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="node_states")
+    node_id = models.CharField(max_length=64)
+    node_type = models.CharField(max_length=20, default="agent")
+    agent_id = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(
+        max_length=20, choices=NodeStatus.choices, default=NodeStatus.PENDING
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    rounds = models.PositiveIntegerField(default=0)
+    output = models.TextField(
+        blank=True, default="", help_text="Final answer handed to downstream nodes."
+    )
+
+    class Meta:
+        ordering = ["session", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "node_id"], name="nodestate_unique_node")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.status}"
+
+
+class TokenUsage(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="usages")
+    node_id = models.CharField(max_length=64)
+    agent_id = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
+    round = models.PositiveIntegerField(default=1)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "id"]
+        constraints = [
+            # One row per node run: a take-over after a crash can never count a node twice.
+            models.UniqueConstraint(
+                fields=["session", "node_id", "round"], name="usage_unique_node_round"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} {self.model}: {self.input_tokens}/{self.output_tokens}"
+
+
+class MessageKind(models.TextChoices):
+    AGENT = "agent"
+    USER = "user"
+
+
+class Message(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=10, choices=MessageKind.choices)
+    node_id = models.CharField(max_length=64, blank=True, default="")
+    agent_id = models.CharField(max_length=64, blank=True, default="")
+    round = models.PositiveIntegerField(default=1)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    text = models.TextField(blank=True, default="")
+    thinking = models.TextField(blank=True, default="")
+    is_final = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["session", "created_at", "id"]
+        indexes = [models.Index(fields=["session", "node_id"], name="message_session_node")]
+
+    def __str__(self) -> str:
+        who = self.agent_id or (self.user and self.user.get_username()) or "?"
+        return f"{who}: {self.text[:40]}"
+
+
+class ReviewStatus(models.TextChoices):
+    PENDING = "pending"
+    DECIDED = "decided"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class HumanReview(models.Model):
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="reviews")
+    node_id = models.CharField(max_length=64)
+    reviewed_node_id = models.CharField(max_length=64, blank=True, default="")
+    round = models.PositiveIntegerField(default=1)
+    reason = models.TextField()
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.PENDING
+    )
+    decision = models.CharField(max_length=10, blank=True, default="")
+    comment = models.TextField(blank=True, default="")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "node_id", "round"], name="review_unique_round"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"review {self.node_id} #{self.round}: {self.status} {self.decision}"
+
+
+class SessionEvent(models.Model):
+    """One logged event, exactly as broadcast (the envelope is rebuilt from these fields)."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    event = models.CharField(max_length=40)
+    node_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (null = no node)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="event_unique_seq")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.event}"
+
+
+class CommandReceipt(models.Model):
+    """A command id already executed for a session: a resent command is acked, not re-run."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="receipts")
+    command_id = models.CharField(max_length=64)
+    cmd = models.CharField(max_length=30)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "command_id"], name="receipt_unique_command"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cmd} {self.command_id}"

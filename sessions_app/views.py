@@ -1,0 +1,69 @@
+"""Server-rendered pages: the session list, creating a session, the meeting room."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from sessions_app import services
+from sessions_app.forms import NewSessionForm
+from sessions_app.models import Session
+from sessions_app.selectors import sessions_visible_to
+from workflows.definitions import DefinitionError, list_workflows
+
+
+def _list_context(request: HttpRequest, form: NewSessionForm, errors: list[str]) -> dict:
+    return {
+        "sessions": sessions_visible_to(user=request.user)[:200],
+        "workflows": list_workflows(),
+        "form": form,
+        "form_errors": errors,
+    }
+
+
+@login_required
+def session_list(request: HttpRequest) -> HttpResponse:
+    form = NewSessionForm(workflows=list_workflows())
+    return render(request, "sessions/list.html", _list_context(request, form, []))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def session_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return redirect("sessions:list")
+    workflows = list_workflows()
+    form = NewSessionForm(request.POST, workflows=workflows)
+    if not form.is_valid():
+        errors = [f"{field}: {msg}" for field, msgs in form.errors.items() for msg in msgs]
+        return render(request, "sessions/list.html", _list_context(request, form, errors), status=400)
+    try:
+        session = services.session_create(
+            owner=request.user,
+            workflow_slug=form.cleaned_data["workflow"],
+            title=form.cleaned_data["title"],
+        )
+    except DefinitionError as exc:
+        return render(
+            request, "sessions/list.html", _list_context(request, form, [str(exc)]), status=400
+        )
+    return redirect(session.get_absolute_url())
+
+
+@login_required
+def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
+    session = get_object_or_404(Session.objects.select_related("owner"), pk=session_id)
+    access = services.session_access(user=request.user, session=session)
+    if access is None:
+        raise PermissionDenied("not shared with you")
+    room_config = {
+        "session_id": str(session.pk),
+        "ws_path": f"/ws/sessions/{session.pk}/",
+        "user": request.user.get_username(),
+        "can_control": access == services.CONTROL,
+        "title": session.title,
+    }
+    return render(request, "sessions/room.html", {"session": session, "room_config": room_config})

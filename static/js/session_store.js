@@ -1,0 +1,128 @@
+// Session store: a pure reducer over the conversation part of the folded state (messages,
+// streaming merge, token usage, cost over time) plus small selectors.
+
+const TERMINAL = ["completed", "failed", "skipped", "stopped"];
+
+function lastAgentMessageIndex(messages, nodeId) {
+  for (let i = messages.length - 1; i >= 0; i -= 1) {
+    const m = messages[i];
+    if (m.kind === "agent" && m.node_id === nodeId) return i;
+  }
+  return -1;
+}
+
+function countNodeMessages(messages, nodeId) {
+  let n = 0;
+  for (const m of messages) if (m.node_id === nodeId) n += 1;
+  return n;
+}
+
+/**
+ * Apply one logged envelope to the session part of the state. Returns a new state object
+ * (unchanged parts are shared) or the same object when the event does not concern it.
+ */
+export function reduceSession(state, envelope) {
+  const data = envelope.data || {};
+  const ts = envelope.timestamp;
+  switch (envelope.event) {
+    case "token_stream": {
+      const nodeId = data.node_id;
+      const messages = state.messages.slice();
+      let index = lastAgentMessageIndex(messages, nodeId);
+      if (index === -1 || messages[index].final) {
+        messages.push({
+          key: `${nodeId}#${countNodeMessages(messages, nodeId) + 1}`,
+          kind: "agent",
+          node_id: nodeId,
+          agent_id: data.agent_id,
+          user: null,
+          text: "",
+          thinking: "",
+          final: false,
+          started_at: ts,
+        });
+        index = messages.length - 1;
+      }
+      const current = messages[index];
+      messages[index] = data.is_thinking
+        ? { ...current, thinking: current.thinking + data.chunk }
+        : { ...current, text: current.text + data.chunk };
+      return { ...state, messages };
+    }
+    case "node_state_change": {
+      if (!TERMINAL.includes(data.status)) return state;
+      const index = lastAgentMessageIndex(state.messages, data.node_id);
+      if (index === -1 || state.messages[index].final) return state;
+      const messages = state.messages.slice();
+      messages[index] = { ...messages[index], final: true };
+      return { ...state, messages };
+    }
+    case "user_message":
+      return {
+        ...state,
+        messages: [
+          ...state.messages,
+          {
+            key: `user:${data.message_id}`,
+            kind: "user",
+            node_id: null,
+            agent_id: null,
+            user: data.user,
+            text: data.text,
+            thinking: "",
+            final: true,
+            started_at: ts,
+          },
+        ],
+      };
+    case "token_usage":
+      return {
+        ...state,
+        usage: {
+          ...state.usage,
+          nodes: {
+            ...state.usage.nodes,
+            [data.node_id]: {
+              agent_id: data.agent_id,
+              model: data.model,
+              input_tokens: data.input_tokens,
+              output_tokens: data.output_tokens,
+              cost_usd: data.estimated_cost_usd,
+            },
+          },
+          input_tokens: data.session_input_tokens,
+          output_tokens: data.session_output_tokens,
+          cost_usd: data.session_cost_usd,
+        },
+        cost_series: [...state.cost_series, [ts, data.session_cost_usd]],
+      };
+    case "execution:completed":
+      return {
+        ...state,
+        usage: {
+          ...state.usage,
+          input_tokens: data.input_tokens,
+          output_tokens: data.output_tokens,
+          cost_usd: data.cost_usd,
+        },
+      };
+    default:
+      return state;
+  }
+}
+
+// --------------------------------------------------------------------------- selectors
+
+/** The message currently streaming for a node, if any. */
+export function streamingMessage(state, nodeId) {
+  const index = lastAgentMessageIndex(state.messages, nodeId);
+  return index === -1 || state.messages[index].final ? null : state.messages[index];
+}
+
+/** Per-node usage rows in a stable order (the given node order first, then the rest). */
+export function usageRows(state, nodeOrder = []) {
+  const ids = Object.keys(state.usage.nodes);
+  const order = new Map(nodeOrder.map((id, i) => [id, i]));
+  ids.sort((a, b) => (order.get(a) ?? 1e9) - (order.get(b) ?? 1e9) || a.localeCompare(b));
+  return ids.map((id) => ({ node_id: id, ...state.usage.nodes[id] }));
+}

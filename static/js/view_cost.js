@@ -1,0 +1,95 @@
+// Cost panel: total (fixed decimals, tabular figures), input/output tokens, an inline SVG
+// sparkline of the session cost over time, and a per-node table.
+
+import { byTestId, h, setAttr, setText, svg } from "./dom.js";
+import { usageRows } from "./session_store.js";
+import { formatTokens, formatUsd, sparklinePoints } from "./format.js";
+
+const W = 240;
+const H = 48;
+
+export function createCostView(root) {
+  const total = byTestId(root, "total-cost");
+  const input = byTestId(root, "total-input");
+  const output = byTestId(root, "total-output");
+  const sparkWrap = root.querySelector("#cost-sparkline");
+  const rows = root.querySelector("#cost-rows");
+
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", height: H, class: "sparkline", role: "img", preserveAspectRatio: "none" });
+  const title = svg("title");
+  const area = svg("path", { class: "spark-area", d: "" });
+  const line = svg("polyline", { class: "spark-line", points: "", fill: "none" });
+  const dot = svg("circle", { class: "spark-dot", r: 2.5, cx: -10, cy: -10 });
+  chart.append(title, area, line, dot);
+  sparkWrap.append(chart, h("span", { class: "spark-caption muted" }, "cost over time"));
+
+  let lastSeries = null;
+  let lastUsage = null;
+  let lastWorkflow = null;
+
+  function renderSpark(series) {
+    const pts = sparklinePoints(series, W, H, 3);
+    if (pts.length === 0) {
+      line.setAttribute("points", `3,${H - 3} ${W - 3},${H - 3}`);
+      area.setAttribute("d", "");
+      dot.setAttribute("cx", -10);
+      title.textContent = "No cost yet";
+      setAttr(chart, "aria-label", "Cost over time: no cost yet");
+      return;
+    }
+    const p = pts.map(([x, y]) => `${x},${y}`).join(" ");
+    line.setAttribute("points", p);
+    area.setAttribute("d", `M${pts[0][0]},${H - 3} L${pts.map(([x, y]) => `${x},${y}`).join(" L")} L${pts[pts.length - 1][0]},${H - 3} Z`);
+    const [lx, ly] = pts[pts.length - 1];
+    dot.setAttribute("cx", lx);
+    dot.setAttribute("cy", ly);
+    const first = series[0][1];
+    const last = series[series.length - 1][1];
+    const text = `Cost over time: from ${formatUsd(first)} to ${formatUsd(last)} in ${series.length} updates`;
+    title.textContent = text;
+    setAttr(chart, "aria-label", text);
+  }
+
+  function renderRows(state, meta) {
+    const wfNodes = meta.workflow?.nodes || [];
+    const titles = new Map(wfNodes.map((n) => [n.id, n.title || n.id]));
+    const agents = new Map(wfNodes.filter((n) => n.agent).map((n) => [n.agent.id, n.agent.name]));
+    const data = usageRows(state, wfNodes.map((n) => n.id));
+    if (data.length === 0) {
+      rows.replaceChildren(h("tr", { class: "empty-row" }, h("td", { colspan: 4, class: "muted" }, "No tokens used yet")));
+      return;
+    }
+    rows.replaceChildren(
+      ...data.map((r) =>
+        h(
+          "tr",
+          { "data-testid": `cost-row-${r.node_id}`, title: [agents.get(r.agent_id) || r.agent_id, r.model].filter(Boolean).join(" · ") },
+          h("td", {}, titles.get(r.node_id) || r.node_id),
+          h("td", { class: "num" }, formatTokens(r.input_tokens)),
+          h("td", { class: "num" }, formatTokens(r.output_tokens)),
+          h("td", { class: "num" }, formatUsd(r.cost_usd)),
+        ),
+      ),
+    );
+  }
+
+  return {
+    render({ state, meta }) {
+      const usage = state.usage;
+      setText(total, formatUsd(usage.cost_usd));
+      setAttr(total, "title", formatUsd(usage.cost_usd, 6));
+      setAttr(total, "data-value", usage.cost_usd);
+      setText(input, formatTokens(usage.input_tokens));
+      setText(output, formatTokens(usage.output_tokens));
+      if (state.cost_series !== lastSeries) {
+        lastSeries = state.cost_series;
+        renderSpark(state.cost_series);
+      }
+      if (usage.nodes !== lastUsage || meta.workflow !== lastWorkflow) {
+        lastUsage = usage.nodes;
+        lastWorkflow = meta.workflow;
+        renderRows(state, meta);
+      }
+    },
+  };
+}

@@ -1,0 +1,113 @@
+// Review dialog: opens by itself once per review round for people who may control the
+// session, shows the reason and a countdown, and submits approve / reject (reject needs a
+// comment). It closes when the review is answered (by anyone) or the user picks "Later";
+// the controls bar and the node keep a "Review" button to reopen it.
+
+import { byTestId, setAttr, setText } from "./dom.js";
+import { formatCountdown } from "./format.js";
+
+export function createReviewView(root, { onCommand, requestRender }) {
+  const dialog = byTestId(root, "review-dialog");
+  const reason = root.querySelector("#review-reason");
+  const context = root.querySelector("#review-context");
+  const countdown = root.querySelector("#review-countdown");
+  const comment = byTestId(root, "review-comment");
+  const error = root.querySelector("#review-error");
+  const approve = byTestId(root, "btn-approve");
+  const reject = byTestId(root, "btn-reject");
+  const later = root.querySelector("#review-later");
+  let openedFor = null; // "<node>:<round>" the dialog opened for automatically
+  let current = null; // the pending review shown
+  let busy = false;
+  let connected = false;
+
+  const isOpen = () => dialog.open;
+
+  function open() {
+    if (!current || isOpen()) return;
+    if (typeof dialog.showModal === "function") {
+      try {
+        dialog.showModal();
+      } catch {
+        dialog.setAttribute("open", "");
+      }
+    } else dialog.setAttribute("open", "");
+    comment.focus();
+  }
+
+  function close() {
+    if (!isOpen()) return;
+    if (typeof dialog.close === "function") dialog.close();
+    else dialog.removeAttribute("open");
+  }
+
+  function showError(text) {
+    setText(error, text);
+    error.hidden = !text;
+  }
+
+  function submit(decision) {
+    if (!current || busy || !connected) return;
+    const text = comment.value.trim();
+    if (decision === "reject" && !text) {
+      showError("Add a comment so the agents know what to change.");
+      comment.focus();
+      return;
+    }
+    showError("");
+    busy = true;
+    requestRender();
+    onCommand("submit_review", { node_id: current.node_id, decision, comment: text })
+      .then(() => {
+        comment.value = "";
+        close();
+      })
+      .catch((err) => showError(err?.error || "The review could not be sent."))
+      .finally(() => {
+        busy = false;
+        requestRender();
+      });
+  }
+
+  approve.addEventListener("click", () => submit("approve"));
+  reject.addEventListener("click", () => submit("reject"));
+  later.addEventListener("click", () => close());
+  comment.addEventListener("input", () => {
+    if (comment.value.trim()) showError("");
+  });
+
+  return {
+    open,
+    close,
+    render({ state, meta, conn, now }) {
+      connected = conn.state === "connected";
+      const review = meta.canControl ? state.pending_review : null;
+      current = review;
+      if (!review) {
+        close();
+        return;
+      }
+      const nodes = meta.workflow?.nodes || [];
+      const title = (id) => nodes.find((n) => n.id === id)?.title || id;
+      setText(reason, review.reason);
+      const about = review.reviewed_node_id ? `Reviewing the answer of ${title(review.reviewed_node_id)}` : `Review step: ${title(review.node_id)}`;
+      setText(context, `${about}${review.round > 1 ? ` · round ${review.round}` : ""}`);
+      if (review.deadline) {
+        const left = Date.parse(review.deadline) - now;
+        setText(countdown, left > 0 ? `⏱ ${formatCountdown(left)} left` : "⏱ time is up");
+        countdown.classList.toggle("is-urgent", left < 60000);
+      } else setText(countdown, "no time limit");
+      approve.disabled = busy || !connected;
+      reject.disabled = busy || !connected;
+      setAttr(dialog, "data-node-id", review.node_id);
+      setAttr(dialog, "data-round", review.round);
+      const key = `${review.node_id}:${review.round}`;
+      if (openedFor !== key) {
+        openedFor = key;
+        comment.value = "";
+        showError("");
+        open();
+      }
+    },
+  };
+}

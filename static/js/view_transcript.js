@@ -1,0 +1,144 @@
+// Transcript: one growing message per node answer (name, stable colour, initial, streaming
+// caret until final, thinking folded in a <details>), and user messages. All text goes in
+// through text nodes; nothing from the server is ever parsed as HTML.
+
+import { h, setAttr, setText } from "./dom.js";
+import { agentColor, formatClock, initialOf } from "./format.js";
+
+const NEAR_BOTTOM_PX = 80;
+
+function agentDirectory(workflow) {
+  const agents = new Map();
+  const nodes = new Map();
+  for (const node of workflow?.nodes || []) {
+    nodes.set(node.id, node);
+    if (node.agent) agents.set(node.agent.id, node.agent);
+  }
+  return { agents, nodes };
+}
+
+/** Replace a text node's content, appending only the new tail while a message streams. */
+function updateStreamText(textNode, previous, next) {
+  if (previous === next) return;
+  if (previous && next.startsWith(previous)) textNode.appendData(next.slice(previous.length));
+  else textNode.data = next;
+}
+
+export function createTranscriptView(root, { currentUser = null } = {}) {
+  const list = root.querySelector("#transcript");
+  const scroller = root.querySelector("#transcript-scroll");
+  const empty = root.querySelector("#transcript-empty");
+  const rendered = new Map(); // key -> {msg, el, textNode, thinkingNode, details, ...}
+  let directoryKey = null;
+  let directory = agentDirectory(null);
+
+  function header(msg) {
+    if (msg.kind === "user") {
+      const mine = currentUser && msg.user === currentUser;
+      return { name: mine ? "You" : msg.user || "Someone", where: "", color: "#475569", initial: initialOf(msg.user || "?") };
+    }
+    const agent = directory.agents.get(msg.agent_id);
+    const node = directory.nodes.get(msg.node_id);
+    const name = agent?.name || msg.agent_id || "Agent";
+    const take = Number(String(msg.key).split("#").pop());
+    const where = `${node?.title || msg.node_id}${take > 1 ? ` · answer ${take}` : ""}`;
+    return { name, where, color: agentColor(msg.agent_id), initial: initialOf(name), role: agent?.role || "" };
+  }
+
+  function create(msg) {
+    const info = header(msg);
+    const textNode = document.createTextNode("");
+    const thinkingNode = document.createTextNode("");
+    const details = h(
+      "details",
+      { class: "thinking", "data-testid": "thinking", hidden: true },
+      h("summary", {}, "Thinking"),
+      h("div", { class: "thinking-text" }, thinkingNode),
+    );
+    const nameEl = h("span", { class: "msg-name" }, info.name);
+    const whereEl = h("span", { class: "msg-where" }, info.where ? `· ${info.where}` : "");
+    const el = h(
+      "li",
+      {
+        class: `msg msg-${msg.kind}`,
+        "data-testid": `message-${msg.key}`,
+        "data-final": String(Boolean(msg.final)),
+        "data-node-id": msg.node_id,
+        style: `--agent-color: ${info.color}`,
+      },
+      h("span", { class: "avatar", "aria-hidden": "true" }, info.initial),
+      h(
+        "div",
+        { class: "msg-body" },
+        h(
+          "div",
+          { class: "msg-head" },
+          nameEl,
+          whereEl,
+          h("time", { class: "msg-time num", datetime: msg.started_at }, formatClock(msg.started_at)),
+        ),
+        details,
+        h("div", { class: "msg-text", "data-testid": "message-text" }, textNode),
+        h("span", { class: "caret", "aria-hidden": "true" }),
+      ),
+    );
+    if (info.role) setAttr(nameEl, "title", info.role);
+    return { msg: null, el, textNode, thinkingNode, details, nameEl, whereEl };
+  }
+
+  function update(entry, msg) {
+    const prev = entry.msg;
+    if (prev === msg) return;
+    updateStreamText(entry.textNode, prev ? prev.text : "", msg.text || "");
+    updateStreamText(entry.thinkingNode, prev ? prev.thinking : "", msg.thinking || "");
+    entry.details.hidden = !msg.thinking;
+    setAttr(entry.el, "data-final", String(Boolean(msg.final)));
+    entry.el.classList.toggle("is-streaming", !msg.final);
+    entry.el.classList.toggle("is-empty", !msg.text);
+    setAttr(entry.el, "aria-busy", msg.final ? null : "true");
+    entry.msg = msg;
+  }
+
+  return {
+    render({ state, meta }) {
+      const key = meta.workflow ? JSON.stringify(meta.workflow.nodes?.map((n) => [n.id, n.title, n.agent?.id, n.agent?.name])) : null;
+      const directoryChanged = key !== directoryKey;
+      if (directoryChanged) {
+        directoryKey = key;
+        directory = agentDirectory(meta.workflow);
+      }
+      const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+      const messages = state.messages;
+      const seen = new Set();
+      let previousEl = null;
+      let appended = false;
+      for (const msg of messages) {
+        seen.add(msg.key);
+        let entry = rendered.get(msg.key);
+        if (!entry) {
+          entry = create(msg);
+          rendered.set(msg.key, entry);
+          appended = true;
+        } else if (directoryChanged) {
+          const info = header(msg);
+          setText(entry.nameEl, info.name);
+          setText(entry.whereEl, info.where ? `· ${info.where}` : "");
+          entry.el.style.setProperty("--agent-color", info.color);
+        }
+        update(entry, msg);
+        // Keep DOM order equal to state order (a snapshot may replace everything).
+        const expectedNext = previousEl ? previousEl.nextSibling : list.firstChild;
+        if (expectedNext !== entry.el) list.insertBefore(entry.el, expectedNext);
+        previousEl = entry.el;
+      }
+      for (const [key, entry] of rendered) {
+        if (!seen.has(key)) {
+          entry.el.remove();
+          rendered.delete(key);
+        }
+      }
+      empty.hidden = messages.length > 0;
+      if (nearBottom || (appended && messages.length <= 1)) scroller.scrollTop = scroller.scrollHeight;
+    },
+  };
+}

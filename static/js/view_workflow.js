@@ -1,0 +1,111 @@
+// Workflow panel: nodes grouped by level (parallel ones side by side), status colours,
+// and the progress bar (finished nodes of total).
+
+import { byTestId, h, setAttr, setText } from "./dom.js";
+import { defaultNode, nodeCounts } from "./run_store.js";
+import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./format.js";
+
+const ICONS = {
+  pending: "○",
+  running: "●",
+  paused: "❚❚",
+  waiting_review: "◇",
+  completed: "✓",
+  failed: "✗",
+  skipped: "–",
+  stopped: "■",
+};
+
+export function createWorkflowView(root, { onOpenReview } = {}) {
+  const graph = root.querySelector("#workflow-graph");
+  const progress = byTestId(root, "progress");
+  const fill = progress.querySelector(".progress-fill");
+  const label = root.querySelector("#progress-label");
+  let layoutKey = null;
+  const items = new Map(); // node id -> {el, icon, status, time, reviewBtn}
+
+  function buildLayout(workflowNodes, extraIds) {
+    graph.replaceChildren();
+    items.clear();
+    const levels = levelsOf(workflowNodes);
+    if (extraIds.length) levels.push(extraIds.map((id) => ({ id, type: "agent", title: id, agent: null, depends_on: [] })));
+    levels.forEach((level, index) => {
+      const row = h("ol", {
+        class: `level${level.length > 1 ? " level-parallel" : ""}`,
+        "aria-label": level.length > 1 ? `Step ${index + 1}: ${level.length} in parallel` : `Step ${index + 1}`,
+      });
+      for (const node of level) {
+        const icon = h("span", { class: "node-icon", "aria-hidden": "true" }, ICONS.pending);
+        const status = h("span", { class: "node-status" }, statusLabel("pending"));
+        const time = h("span", { class: "node-time num" });
+        const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
+        reviewBtn.addEventListener("click", () => onOpenReview && onOpenReview());
+        const agentName = node.agent?.name || (node.type === "human_review" ? "Human review" : "");
+        const el = h(
+          "li",
+          {
+            class: `node node-${node.type || "agent"} status-pending`,
+            "data-testid": `node-${node.id}`,
+            "data-status": "pending",
+            "data-node-type": node.type || "agent",
+            style: node.agent ? `--agent-color: ${agentColor(node.agent.id)}` : null,
+          },
+          icon,
+          h(
+            "span",
+            { class: "node-main" },
+            h("span", { class: "node-title" }, node.title || node.id),
+            h("span", { class: "node-sub" }, agentName ? h("span", { class: "node-agent" }, agentName) : null, status, time),
+          ),
+          reviewBtn,
+        );
+        items.set(node.id, { el, icon, status, time, reviewBtn, nodeStatus: null });
+        row.append(el);
+      }
+      graph.append(row);
+    });
+  }
+
+  return {
+    render({ state, meta, now }) {
+      const wfNodes = meta.workflow?.nodes || [];
+      const known = new Set(wfNodes.map((n) => n.id));
+      const extra = Object.keys(state.nodes).filter((id) => !known.has(id));
+      const key = JSON.stringify([wfNodes.map((n) => [n.id, n.depends_on, n.title, n.agent?.id]), extra]);
+      if (key !== layoutKey) {
+        layoutKey = key;
+        buildLayout(wfNodes, extra);
+      }
+      const review = state.pending_review;
+      for (const [id, item] of items) {
+        const node = state.nodes[id] || defaultNode();
+        if (item.nodeStatus !== node.status) {
+          item.nodeStatus = node.status;
+          item.el.className = item.el.className.replace(/status-[a-z_]+/, `status-${node.status}`);
+          setAttr(item.el, "data-status", node.status);
+          setText(item.icon, ICONS[node.status] || "○");
+          setText(item.status, statusLabel(node.status));
+        }
+        setAttr(item.el, "title", node.error || null);
+        let t = "";
+        if (node.started_at) {
+          const end = node.finished_at ? Date.parse(node.finished_at) : now;
+          if (node.status !== "pending") t = formatDuration(end - Date.parse(node.started_at));
+        }
+        setText(item.time, t);
+        const canReview = Boolean(review && review.node_id === id && meta.canControl);
+        item.reviewBtn.hidden = !canReview;
+      }
+      const counts = nodeCounts(state, wfNodes.map((n) => n.id));
+      const pct = counts.total ? Math.round((counts.done / counts.total) * 100) : 0;
+      fill.style.width = `${pct}%`;
+      setAttr(progress, "aria-valuemax", counts.total);
+      setAttr(progress, "aria-valuenow", counts.done);
+      setAttr(progress, "aria-valuetext", `${counts.done} of ${counts.total} nodes finished`);
+      setAttr(progress, "data-done", counts.done);
+      setAttr(progress, "data-total", counts.total);
+      setAttr(progress, "data-failed", counts.failed);
+      setText(label, `${counts.done}/${counts.total}`);
+    },
+  };
+}

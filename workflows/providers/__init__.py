@@ -1,0 +1,56 @@
+"""Provider lookup: which implementation streams an agent's completion.
+
+``settings.LLM_PROVIDER``, when set, overrides every agent's own provider, so
+``LLM_PROVIDER=openai`` turns a scripted demo into a real run (and ``scripted`` the other
+way round) without editing workflow files. Under the openai provider the model sent is
+``settings.OPENAI_MODEL`` if set, else the agent's model; ``effective_model`` tells callers
+(the engine, for usage and cost records) which model that is.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from workflows.providers.base import (
+    Chunk,
+    CompletionRequest,
+    Provider,
+    ProviderError,
+    Usage,
+)
+from workflows.providers.openai_compat import OpenAICompatProvider
+from workflows.providers.scripted import ScriptedProvider
+
+__all__ = [
+    "PROVIDER_NAMES",
+    "Chunk",
+    "CompletionRequest",
+    "Provider",
+    "ProviderError",
+    "Usage",
+    "effective_model",
+    "effective_provider_name",
+    "get_provider",
+]
+
+PROVIDER_NAMES = ("scripted", "openai")
+
+
+def effective_provider_name(name: str) -> str:
+    name = settings.LLM_PROVIDER or name
+    if name not in PROVIDER_NAMES:
+        raise ValueError(f"unknown LLM provider {name!r} (known: {', '.join(PROVIDER_NAMES)})")
+    return name
+
+
+def get_provider(name: str) -> Provider:
+    if effective_provider_name(name) == "openai":
+        return OpenAICompatProvider()
+    return ScriptedProvider()
+
+
+def effective_model(provider_name: str, model: str) -> str:
+    """The model actually requested for an agent configured with (provider_name, model)."""
+    if effective_provider_name(provider_name) == "openai":
+        return settings.OPENAI_MODEL or model
+    return model

@@ -1,0 +1,228 @@
+"""Claims queued runs and executes them, holding a lease that another runner can take over.
+
+The same executor runs inside the web process (WORKFLOW_EXECUTOR=embedded, the default, so
+``runserver`` alone runs sessions) or in ``manage.py run_worker`` processes. A run is
+claimed by writing ``lease_owner``/``lease_expires_at`` with a conditional update (with
+``select_for_update(skip_locked=True)`` on PostgreSQL); the lease is renewed while the run
+executes. If the process dies, the lease expires and any executor takes the run over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+import weakref
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from realtime import groups
+from sessions_app import run_services
+from sessions_app.models import FINISHED_STATUSES, Session
+from workflows.definitions import WorkflowDefinition
+from workflows.engine import SessionRunner
+
+log = logging.getLogger(__name__)
+
+
+def _claimable() -> Any:
+    now = timezone.now()
+    return (
+        Session.objects.filter(run_requested=True)
+        .exclude(status__in=FINISHED_STATUSES)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+    )
+
+
+def claim_runs(*, owner: str, limit: int, lease_seconds: float) -> list[str]:
+    """Take up to ``limit`` runs nobody holds; safe with any number of competing executors."""
+    claimed: list[str] = []
+    expires = timezone.now() + timedelta(seconds=lease_seconds)
+    with transaction.atomic():
+        query = _claimable().order_by("created_at")
+        if connection.vendor == "postgresql":
+            query = query.select_for_update(skip_locked=True)
+        for session_id in list(query.values_list("id", flat=True)[:limit]):
+            # Conditional update: only one executor wins a race on the same row.
+            won = _claimable().filter(pk=session_id).update(
+                lease_owner=owner, lease_expires_at=expires
+            )
+            if won:
+                claimed.append(str(session_id))
+    return claimed
+
+
+def renew_lease(*, session_id: str, owner: str, lease_seconds: float) -> str | None:
+    """Extend our lease; returns the session status, or None if the lease was lost."""
+    expires = timezone.now() + timedelta(seconds=lease_seconds)
+    updated = Session.objects.filter(pk=session_id, lease_owner=owner).update(
+        lease_expires_at=expires
+    )
+    if not updated:
+        return None
+    return Session.objects.filter(pk=session_id).values_list("status", flat=True).first()
+
+
+def release_lease(*, session_id: str, owner: str) -> None:
+    Session.objects.filter(pk=session_id, lease_owner=owner).update(
+        lease_owner="", lease_expires_at=None
+    )
+
+
+def load_definition(session_id: str) -> WorkflowDefinition:
+    data = Session.objects.filter(pk=session_id).values_list("workflow_definition", flat=True).get()
+    return WorkflowDefinition.from_dict(data, source=f"session {session_id}", check_models=False)
+
+
+class Executor:
+    def __init__(self, *, owner: str | None = None, max_runs: int = 100) -> None:
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.max_runs = max_runs
+        self.runs: dict[str, asyncio.Task[Any]] = {}
+        self.runners: dict[str, SessionRunner] = {}
+        self.wake = asyncio.Event()
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stopping = False
+        self.starting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.channel = await self.layer.new_channel(prefix="executor")
+        with contextlib.suppress(Exception):
+            await self.layer.group_add(groups.WORKERS_GROUP, self.channel)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._claim_loop(), name="executor-claim"),
+            loop.create_task(self._control_loop(), name="executor-control"),
+        ]
+
+    async def close(self) -> None:
+        self.stopping = True
+        for task in [*self._tasks, *self.runs.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self.runs.values(), return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        while not self.stopping:
+            try:
+                free = self.max_runs - len(self.runs)
+                if free > 0:
+                    for session_id in await database_sync_to_async(claim_runs)(
+                        owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS
+                    ):
+                        self._start_run(session_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed; retrying")
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=settings.WORKER_POLL_SECONDS)
+
+    async def _control_loop(self) -> None:
+        while not self.stopping:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("executor receive failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            kind = message.get("type")
+            if kind == groups.WORKER_WAKE:
+                self.wake.set()
+            elif kind == groups.RUN_CONTROL:
+                runner = self.runners.get(message.get("sid", ""))
+                if runner is not None:
+                    runner.on_control(message.get("action", ""))
+
+    def _start_run(self, session_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(session_id), name=f"run-{session_id}")
+        self.runs[session_id] = task
+        task.add_done_callback(lambda _t, sid=session_id: self.runs.pop(sid, None))
+
+    async def _run(self, session_id: str) -> None:
+        group = groups.run_control_group(session_id)
+        renewer: asyncio.Task[Any] | None = None
+        try:
+            definition = await database_sync_to_async(load_definition)(session_id)
+            runner = SessionRunner(session_id=session_id, definition=definition)
+            self.runners[session_id] = runner
+            await self.layer.group_add(group, self.channel)
+            renewer = asyncio.get_running_loop().create_task(self._renew(session_id, runner))
+            status = await runner.run()
+            log.info("run %s ended: %s", session_id, status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s crashed", session_id)
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(run_services.run_finish)(
+                    session_id=session_id, error="internal error in the runner"
+                )
+        finally:
+            self.runners.pop(session_id, None)
+            if renewer is not None:
+                renewer.cancel()
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(group, self.channel)
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(release_lease)(session_id=session_id, owner=self.owner)
+
+    async def _renew(self, session_id: str, runner: SessionRunner) -> None:
+        interval = max(0.2, settings.WORKER_LEASE_SECONDS / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                status = await database_sync_to_async(renew_lease)(
+                    session_id=session_id, owner=self.owner,
+                    lease_seconds=settings.WORKER_LEASE_SECONDS,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease renewal for %s failed", session_id)
+                continue
+            if status is None:
+                log.warning("lease on %s lost: another runner took it over", session_id)
+                runner.stop()
+                task = self.runs.get(session_id)
+                if task is not None:
+                    task.cancel()
+                return
+            runner.apply_status(status)
+
+
+_embedded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Executor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def ensure_embedded_executor() -> Executor | None:
+    """Start this process's executor on the running loop (embedded mode only, once)."""
+    if settings.WORKFLOW_EXECUTOR != "embedded":
+        return None
+    loop = asyncio.get_running_loop()
+    executor = _embedded.get(loop)
+    if executor is None:
+        executor = _embedded[loop] = Executor()
+        executor.starting = loop.create_task(executor.start())
+    return executor
+
+
+async def stop_embedded_executor() -> None:
+    executor = _embedded.pop(asyncio.get_running_loop(), None)
+    if executor is not None:
+        await executor.close()
