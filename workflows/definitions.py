@@ -323,9 +323,7 @@ class _Parser:
                 )
             provider = self.string(spec, "provider", what, default="scripted")
             if provider not in PROVIDERS:
-                raise self.error(
-                    f"{what} uses unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"
-                )
+                raise self.error(f"{what} uses unknown provider {provider!r} (known: {', '.join(PROVIDERS)})")
             agents[agent_id] = AgentSpec(
                 id=agent_id,
                 name=self.string(spec, "name", what),
@@ -345,9 +343,7 @@ class _Parser:
             raw = self.mapping(raw, f"node #{index + 1}")
             node_id = raw.get("id")
             if not isinstance(node_id, str) or not ID_RE.match(node_id):
-                raise self.error(
-                    f"node #{index + 1} needs an 'id' matching {ID_RE.pattern}, got {node_id!r}"
-                )
+                raise self.error(f"node #{index + 1} needs an 'id' matching {ID_RE.pattern}, got {node_id!r}")
             if node_id in ids:
                 raise self.error("duplicate node id", node_id)
             ids.append(node_id)
@@ -357,14 +353,10 @@ class _Parser:
     def parse_node(
         self, node_id: str, raw: Mapping[str, Any], ids: list[str], agents: dict[str, AgentSpec]
     ) -> NodeSpec:
-        self.check_keys(
-            raw, allowed=_NODE_KEYS, required=("id", "type"), what="the node", node_id=node_id
-        )
+        self.check_keys(raw, allowed=_NODE_KEYS, required=("id", "type"), what="the node", node_id=node_id)
         node_type = raw["type"]
         if node_type not in NODE_TYPES:
-            raise self.error(
-                f"unknown type {node_type!r} (known: {', '.join(NODE_TYPES)})", node_id
-            )
+            raise self.error(f"unknown type {node_type!r} (known: {', '.join(NODE_TYPES)})", node_id)
         depends_on = raw.get("depends_on", [])
         if depends_on is None:
             depends_on = []
@@ -413,14 +405,10 @@ class _Parser:
         for key, value in options.items():
             if key in ("fail", "thinking"):
                 if not isinstance(value, bool):
-                    raise self.error(
-                        f"option {key!r} must be true or false, got {value!r}", node_id
-                    )
+                    raise self.error(f"option {key!r} must be true or false, got {value!r}", node_id)
             elif key == "max_tokens":
                 if not _is_int(value) or value < 1:
-                    raise self.error(
-                        f"option 'max_tokens' must be an integer >= 1, got {value!r}", node_id
-                    )
+                    raise self.error(f"option 'max_tokens' must be an integer >= 1, got {value!r}", node_id)
             elif key == "fail_after_tokens":
                 if not _is_int(value) or value < 0:
                     raise self.error(
@@ -428,11 +416,7 @@ class _Parser:
                         node_id,
                     )
             elif key == "temperature":
-                if (
-                    not isinstance(value, int | float)
-                    or isinstance(value, bool)
-                    or not (0 <= value <= 2)
-                ):
+                if not isinstance(value, int | float) or isinstance(value, bool) or not (0 <= value <= 2):
                     raise self.error(
                         f"option 'temperature' must be a number from 0 to 2, got {value!r}",
                         node_id,
@@ -441,9 +425,7 @@ class _Parser:
             result[key] = value
         return result
 
-    def review_options(
-        self, node_id: str, options: dict[str, Any], depends_on: list[str]
-    ) -> dict[str, Any]:
+    def review_options(self, node_id: str, options: dict[str, Any], depends_on: list[str]) -> dict[str, Any]:
         self.check_keys(
             options,
             allowed=_REVIEW_OPTION_KEYS,
@@ -464,9 +446,7 @@ class _Parser:
             raise self.error(f"option 'reviews' must be a node id, got {reviews!r}", node_id)
         timeout = options.get("timeout")
         if timeout is not None and (not _is_int(timeout) or timeout < 1):
-            raise self.error(
-                f"option 'timeout' must be an integer >= 1 or null, got {timeout!r}", node_id
-            )
+            raise self.error(f"option 'timeout' must be an integer >= 1 or null, got {timeout!r}", node_id)
         decision = options.get("default_decision", "approve")
         if decision not in DECISIONS:
             raise self.error(
@@ -474,9 +454,7 @@ class _Parser:
             )
         max_rounds = options.get("max_rounds", 1)
         if not _is_int(max_rounds) or max_rounds < 1:
-            raise self.error(
-                f"option 'max_rounds' must be an integer >= 1, got {max_rounds!r}", node_id
-            )
+            raise self.error(f"option 'max_rounds' must be an integer >= 1, got {max_rounds!r}", node_id)
         reason = options.get("reason", "")
         if not isinstance(reason, str):
             raise self.error(f"option 'reason' must be a string, got {_type_name(reason)}", node_id)
@@ -540,9 +518,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
     return result
 

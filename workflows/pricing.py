@@ -58,16 +58,13 @@ def _extra_prices() -> dict[str, ModelPrice]:
         parts = entry.rsplit(":", 2)
         if len(parts) != 3 or not parts[0].strip():
             raise ValueError(
-                f"EXTRA_MODEL_PRICES entry {entry!r} is not "
-                "'name:input_per_million:output_per_million'"
+                f"EXTRA_MODEL_PRICES entry {entry!r} is not 'name:input_per_million:output_per_million'"
             )
         name, input_price, output_price = (part.strip() for part in parts)
         try:
             price = _price(input_price, output_price)
         except InvalidOperation:
-            raise ValueError(
-                f"EXTRA_MODEL_PRICES entry {entry!r} has a price that is not a number"
-            ) from None
+            raise ValueError(f"EXTRA_MODEL_PRICES entry {entry!r} has a price that is not a number") from None
         values = (price.input_per_million, price.output_per_million)
         if not all(value.is_finite() and value >= 0 for value in values):
             raise ValueError(f"EXTRA_MODEL_PRICES entry {entry!r} has a negative or infinite price")
@@ -101,7 +98,6 @@ def cost_usd(*, model: str, input_tokens: int, output_tokens: int) -> Decimal:
         raise ValueError("token counts cannot be negative")
     price = price_for(model)
     total = (
-        Decimal(input_tokens) * price.input_per_million
-        + Decimal(output_tokens) * price.output_per_million
+        Decimal(input_tokens) * price.input_per_million + Decimal(output_tokens) * price.output_per_million
     ) / MILLION
     return total.quantize(QUANTUM, rounding=ROUND_HALF_UP)

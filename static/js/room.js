@@ -150,7 +150,7 @@ function start() {
   views.push(
     createHeaderView(root, { onRetry: () => connection.retry(), loginUrl: config.login_url || "/accounts/login/" }),
     createWorkflowView(root, { onOpenReview: () => review.open() }),
-    createTranscriptView(root, { currentUser: config.user || null }),
+    createTranscriptView(root, { currentUser: typeof config.user === "string" ? config.user : config.user?.username || null }),
     createCostView(root),
     createControlsView(root, { onCommand: sendCommand, onOpenReview: () => review.open(), requestRender }),
     review,

@@ -60,9 +60,7 @@ class FakeOpenAI:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._handle, "127.0.0.1", 0)
-            )
+            self._server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()

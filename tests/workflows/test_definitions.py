@@ -159,9 +159,7 @@ def test_shipped_workflows_load_and_round_trip(slug):
     definition = load_workflow(slug)
     assert definition.slug == slug
     assert definition.source == f"workflows/definitions/{slug}.yaml"
-    again = WorkflowDefinition.from_dict(
-        json.loads(json.dumps(definition.to_dict())), source="copy"
-    )
+    again = WorkflowDefinition.from_dict(json.loads(json.dumps(definition.to_dict())), source="copy")
     assert again == definition
     assert len(definition.topological_order()) == len(definition.nodes)
 
@@ -294,9 +292,7 @@ def test_unknown_model(tmp_path):
 
 
 def test_unknown_provider(tmp_path):
-    err = load_error(
-        tmp_path, mutated(lambda d: d["agents"]["critic"].update(provider="anthropic"))
-    )
+    err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(provider="anthropic")))
     assert "unknown provider 'anthropic'" in str(err)
 
 

@@ -67,9 +67,7 @@ def test_extra_model_prices_from_env(monkeypatch):
     monkeypatch.setenv("EXTRA_MODEL_PRICES", "llama3:8b:0.05:0.10, my-model:1:3")
     assert known_model("llama3:8b")
     assert price_for("my-model") == ModelPrice(Decimal("1"), Decimal("3"))
-    assert cost_usd(model="llama3:8b", input_tokens=2_000_000, output_tokens=1_000_000) == Decimal(
-        "0.2"
-    )
+    assert cost_usd(model="llama3:8b", input_tokens=2_000_000, output_tokens=1_000_000) == Decimal("0.2")
     monkeypatch.setenv("EXTRA_MODEL_PRICES", "")
     assert not known_model("llama3:8b")
 

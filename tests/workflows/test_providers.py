@@ -110,28 +110,23 @@ async def test_scripted_thinking_comes_first(fast):
     assert flags[0] is True
     first_answer = flags.index(False)
     assert all(flags[:first_answer]) and not any(flags[first_answer:])
-    no_thinking, usages = await collect(
-        ScriptedProvider(), make_request(options={"thinking": False})
-    )
+    no_thinking, usages = await collect(ScriptedProvider(), make_request(options={"thinking": False}))
     assert not any(c.is_thinking for c in no_thinking)
     assert usages[0].output_tokens == len(no_thinking)
 
 
 async def test_scripted_length(fast):
-    chunks, _ = await collect(
-        ScriptedProvider(), make_request(options={"max_tokens": 7, "thinking": False})
-    )
+    chunks, _ = await collect(ScriptedProvider(), make_request(options={"max_tokens": 7, "thinking": False}))
     assert len(chunks) == 7
     for node_id in ("a", "b", "c", "d"):
         thinking, answer = script(make_request(node_id=node_id))
         assert 60 <= len(answer) <= 120
+        assert answer[-1].endswith(".")  # whole sentences when no max_tokens is set
         assert 5 <= len(thinking) <= 80
 
 
 async def test_scripted_fail_before_first_chunk(fast):
-    chunks, error = await collect_until_error(
-        ScriptedProvider(), make_request(options={"fail": True})
-    )
+    chunks, error = await collect_until_error(ScriptedProvider(), make_request(options={"fail": True}))
     assert chunks == []
     assert error.message == "scripted failure"
     assert error.retryable is False

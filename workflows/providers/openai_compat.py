@@ -103,9 +103,7 @@ def to_provider_error(exc: Exception, *, streamed: bool) -> ProviderError:
             message = f"LLM request rejected (HTTP {status})" + (f": {detail}" if detail else "")
             retryable = False
     elif isinstance(exc, openai.APIError):
-        message = "LLM server reported an error" + (
-            f": {_scrub(exc.message)}" if exc.message else ""
-        )
+        message = "LLM server reported an error" + (f": {_scrub(exc.message)}" if exc.message else "")
         retryable = False
     else:
         message, retryable = f"unexpected LLM provider error ({type(exc).__name__})", False

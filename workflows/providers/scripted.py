@@ -14,7 +14,8 @@ system prompt and all messages.
 
 Options read from ``request.options``: ``thinking`` (default true: a few sentences of
 reasoning are streamed first), ``max_tokens`` (the answer is exactly this many tokens;
-default 60-120, chosen by the seed; thinking is not counted), ``fail`` (raise
+default: whole sentences totalling 60-120 tokens, chosen by the seed; thinking tokens are
+not counted), ``fail`` (raise
 ``ProviderError("scripted failure")`` before the first chunk) and ``fail_after_tokens``
 (raise after that many chunks, if the stream is that long).
 
@@ -154,7 +155,8 @@ def script(request: CompletionRequest) -> tuple[list[str], list[str]]:
         if not max_tokens and len(answer) + len(sentence) > 120:
             break
         answer.extend(sentence)
-    answer = answer[:target]
+    if max_tokens:
+        answer = answer[:target]
     answer[-1] = answer[-1].rstrip()
     return thinking, answer
 

@@ -1,0 +1,295 @@
+"""Consumer rules: auth and close codes, snapshot, commands, errors, idempotency, limits."""
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+
+from realtime.publisher import publish
+from sessions_app import services
+from sessions_app.models import CommandReceipt, Message, Session, SessionEvent
+from tests.conftest import connect_ws, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def session(owner):
+    return await database_sync_to_async(services.session_create)(
+        owner=owner, workflow_slug="demo", title="Room"
+    )
+
+
+def db_counts(session_id):
+    return (
+        SessionEvent.objects.filter(session_id=session_id).count(),
+        CommandReceipt.objects.filter(session_id=session_id).count(),
+        Message.objects.filter(session_id=session_id).count(),
+        Session.objects.get(pk=session_id).status,
+    )
+
+
+async def test_anonymous_is_closed_4401(ws_app, session):
+    ws, ok, _ = await connect_ws(ws_app, str(session.pk), None)
+    assert ok
+    with pytest.raises(ConnectionError):
+        await ws.recv()
+    assert ws.close_code == 4401
+
+
+async def test_stranger_is_closed_4403(ws_app, session, other_user):
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), other_user)
+    with pytest.raises(ConnectionError):
+        await ws.recv()
+    assert ws.close_code == 4403
+
+
+async def test_unknown_session_is_closed_4404(ws_app, owner):
+    ws, _, _ = await connect_ws(ws_app, "00000000-0000-4000-8000-000000000000", owner)
+    with pytest.raises(ConnectionError):
+        await ws.recv()
+    assert ws.close_code == 4404
+
+
+async def test_bad_last_seq_is_closed_4400(ws_app, session, owner):
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner, query="?last_seq=-3")
+    with pytest.raises(ConnectionError):
+        await ws.recv()
+    assert ws.close_code == 4400
+
+
+async def test_foreign_origin_is_refused(ws_app, session, owner):
+    _, connected, _ = await connect_ws(ws_app, str(session.pk), owner, origin=b"http://evil.example")
+    assert not connected
+
+
+async def test_snapshot_then_ping_pong(ws_app, session, owner):
+    ws, ok, _ = await connect_ws(ws_app, str(session.pk), owner)
+    snap = await ws.next_event()
+    assert snap["event"] == "snapshot" and snap["seq"] is None
+    data = snap["data"]
+    assert data["session"]["id"] == str(session.pk)
+    assert data["session"]["status"] == "created"
+    assert data["last_seq"] == 0 and data["resync"] is False and data["can_control"] is True
+    assert [n["id"] for n in data["workflow"]["nodes"]][:2] == ["brief", "research"]
+    assert data["presence"]["count"] >= 0
+    cid = await ws.command("ping")
+    pong = await ws.until(lambda e: e["event"] == "pong")
+    assert pong["data"]["id"] == cid and pong["data"]["server_time"].endswith("Z")
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1,2]", "bad_json"),
+        ('{"cmd": "explode"}', "unknown_cmd"),
+        ('{"data": {}}', "unknown_cmd"),
+        ('{"cmd": "user_input", "data": {"text": 5}, "id": "x1"}', "invalid_data"),
+        ('{"cmd": "user_input", "data": {}, "id": "x2"}', "invalid_data"),
+        ('{"cmd": "submit_review", "data": {"node_id": "review", "decision": "maybe"}}', "invalid_data"),
+        ('{"cmd": "pause_session", "data": "x"}', "invalid_data"),
+        ('{"cmd": "ping", "id": 7}', "invalid_data"),
+        ('{"cmd": "websocket.disconnect"}', "unknown_cmd"),
+        ("[" * 5000 + "]" * 5000, "bad_json"),
+    ],
+)
+async def test_bad_frames_get_error_and_change_nothing(ws_app, session, owner, frame, code):
+    before = await database_sync_to_async(db_counts)(session.pk)
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    await ws.c.send_to(text_data=frame)
+    error = await ws.until(lambda e: e["event"] == "error")
+    assert error["seq"] is None and error["data"]["code"] == code
+    cid = await ws.command("ping")  # the connection is still usable
+    assert (await ws.until(lambda e: e["event"] == "pong"))["data"]["id"] == cid
+    assert await database_sync_to_async(db_counts)(session.pk) == before
+    await ws.close()
+
+
+async def test_binary_frame_gets_error(ws_app, session, owner):
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    await ws.c.send_to(bytes_data=b"\x00\x01")
+    error = await ws.until(lambda e: e["event"] == "error")
+    assert error["data"]["code"] == "binary_not_supported"
+    await ws.close()
+
+
+async def test_invalid_state_and_nothing_written(ws_app, session, owner):
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    before = await database_sync_to_async(db_counts)(session.pk)
+    for cmd in ("pause_session", "resume_session"):
+        cid = await ws.command(cmd)
+        reply = await ws.reply(cid)
+        assert reply["event"] == "error" and reply["data"]["code"] == "invalid_state"
+    cid = await ws.command("submit_review", {"node_id": "review", "decision": "approve"})
+    assert (await ws.reply(cid))["data"]["code"] == "invalid_state"
+    cid = await ws.command("submit_review", {"node_id": "nope", "decision": "approve"})
+    assert (await ws.reply(cid))["data"]["code"] == "not_found"
+    assert await database_sync_to_async(db_counts)(session.pk) == before
+    await ws.close()
+
+
+async def test_resent_command_id_is_acked_but_runs_once(ws_app, session, owner):
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    first = await ws.reply(await ws.command("user_input", {"text": "hello"}, cid="same-id"))
+    second = await ws.reply(await ws.command("user_input", {"text": "hello"}, cid="same-id"))
+    assert first["event"] == second["event"] == "ack"
+    assert first["data"]["duplicate"] is False and second["data"]["duplicate"] is True
+    await asyncio.sleep(0.2)
+    await ws.command("ping")
+    await ws.until(lambda e: e["event"] == "pong")
+    msgs = [e for e in ws.events if e["event"] == "user_message"]
+    assert len(msgs) == 1
+    assert msgs[0]["data"]["text"] == "hello" and msgs[0]["data"]["user"] == "alice"
+    count = await database_sync_to_async(Message.objects.filter(session_id=session.pk).count)()
+    assert count == 1
+    await ws.close()
+
+
+async def test_watcher_may_watch_but_not_control(ws_app, session):
+    viewer = await database_sync_to_async(make_user)("victor")
+    await database_sync_to_async(services.session_share)(session=session, user=viewer)
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), viewer)
+    snap = await ws.next_event()
+    assert snap["data"]["can_control"] is False
+    for cmd, data in [("start_session", {}), ("user_input", {"text": "hi"}),
+                      ("stop_session", {})]:
+        reply = await ws.reply(await ws.command(cmd, data))
+        assert reply["data"]["code"] == "forbidden"
+    assert (await database_sync_to_async(db_counts)(session.pk))[0] == 0
+    await ws.close()
+
+
+async def test_idle_connection_is_closed_4408(ws_app, session, owner, settings):
+    settings.WS_IDLE_TIMEOUT = 0.5
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    with pytest.raises(ConnectionError):
+        while True:
+            await ws.recv(timeout=5)
+    assert ws.close_code == 4408
+
+
+async def test_oversized_frame_closes_1009(ws_app, session, owner, settings):
+    settings.WS_MAX_FRAME_BYTES = 1000
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    await ws.c.send_to(text_data=json.dumps({"cmd": "user_input", "data": {"text": "x" * 2000}}))
+    with pytest.raises(ConnectionError):
+        while True:
+            await ws.recv()
+    assert ws.close_code == 1009
+
+
+async def test_rate_limit_then_close_4429(ws_app, session, owner, settings):
+    settings.WS_RATE_BURST = 5
+    settings.WS_RATE_PER_SECOND = 1
+    settings.WS_RATE_STRIKES = 3
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    for _ in range(12):
+        await ws.c.send_to(text_data='{"cmd":"ping"}')
+    codes = []
+    with pytest.raises(ConnectionError):
+        while True:
+            event = await ws.next_event()
+            if event["event"] == "error":
+                codes.append(event["data"]["code"])
+    assert "rate_limited" in codes and ws.close_code == 4429
+
+
+async def test_socket_limit_per_user_4430(ws_app, session, owner, settings):
+    settings.WS_MAX_SOCKETS_PER_USER = 2
+    socks = []
+    for _ in range(2):
+        ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+        await ws.next_event()
+        socks.append(ws)
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    with pytest.raises(ConnectionError):
+        await ws.recv()
+    assert ws.close_code == 4430
+    await socks[0].close()
+    await asyncio.sleep(0.05)
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    assert (await ws.next_event())["event"] == "snapshot"
+    await ws.close()
+    await socks[1].close()
+
+
+async def _publish_many(session_id, n, start=0):
+    for i in range(n):
+        await publish(session_id=session_id, event="token_stream", node_id="brief",
+                      data={"chunk": f"w{start + i} ", "agent_id": "moderator",
+                            "node_id": "brief", "is_thinking": False})
+
+
+async def test_replay_after_last_seq_is_exact(ws_app, session, owner):
+    sid = str(session.pk)
+    await _publish_many(sid, 30)
+    ws, _, _ = await connect_ws(ws_app, sid, owner, query="?last_seq=10")
+    got = []
+    while len(got) < 20:
+        event = await ws.next_event()
+        assert event["event"] != "snapshot"
+        if event["seq"] is not None:
+            got.append(event["seq"])
+    assert got == list(range(11, 31))
+    await _publish_many(sid, 3, start=30)
+    live = [(await ws.until(lambda e: e["seq"] is not None))["seq"] for _ in range(3)]
+    assert live == [31, 32, 33]
+    await ws.close()
+
+
+async def test_replay_race_no_gap_no_duplicate(ws_app, session, owner):
+    """Events published while viewers connect and read the log arrive exactly once, in order."""
+    sid = str(session.pk)
+    await _publish_many(sid, 50)
+    total = 50 + 400
+    publisher = asyncio.create_task(_publish_many(sid, 400, start=50))
+    clients = []
+    for k in range(8):
+        ws, _, _ = await connect_ws(ws_app, sid, owner, query=f"?last_seq={k * 5}")
+        clients.append((k * 5, ws))
+        await asyncio.sleep(0.01)
+    await publisher
+    for start, ws in clients:
+        seqs = []
+        while not seqs or seqs[-1] < total:
+            event = await ws.next_event()
+            if event["seq"] is not None:
+                seqs.append(event["seq"])
+        assert seqs == list(range(start + 1, total + 1))
+        await ws.close()
+
+
+async def test_last_seq_beyond_log_gets_resync_snapshot(ws_app, session, owner):
+    sid = str(session.pk)
+    await _publish_many(sid, 3)
+    ws, _, _ = await connect_ws(ws_app, sid, owner, query="?last_seq=99")
+    snap = await ws.next_event()
+    assert snap["event"] == "snapshot" and snap["data"]["resync"] is True
+    assert snap["data"]["last_seq"] == 3
+    assert snap["data"]["state"]["messages"][0]["text"] == "w0 w1 w2 "
+    await ws.close()
+
+
+async def test_presence_counts_viewers(ws_app, session, owner):
+    sid = str(session.pk)
+    bob = await database_sync_to_async(make_user)("bob")
+    await database_sync_to_async(services.session_share)(session=session, user=bob)
+    a, _, _ = await connect_ws(ws_app, sid, owner)
+    await a.next_event()
+    b, _, _ = await connect_ws(ws_app, sid, bob)
+    await b.next_event()
+    event = await a.until(lambda e: e["event"] == "presence" and e["data"]["count"] == 2)
+    assert event["data"]["users"] == ["alice", "bob"]
+    await b.close()
+    event = await a.until(lambda e: e["event"] == "presence" and e["data"]["count"] == 1)
+    await a.close()
