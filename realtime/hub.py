@@ -50,14 +50,20 @@ class Viewer:
         "active",
         "buffered",
         "closed",
+        "fill_attempts",
+        "filling",
         "last_received",
         "last_seq",
+        "on_gap",
         "pending",
         "session_id",
         "user",
     )
 
     def __init__(self, *, session_id: str, user: str, send: Send, close: Close) -> None:
+        self.filling = False
+        self.fill_attempts = 0
+        self.on_gap: Callable[[Viewer], None] | None = None
         self.session_id = session_id
         self.user = user
         self._send = send
@@ -74,13 +80,42 @@ class Viewer:
     def push(self, seq: int, text: str) -> None:
         if self.closed:
             return
-        if not self.active:
+        if not self.active or self.filling:
             self.buffered.append((seq, text))
             return
         if seq <= self.last_seq:
             return
+        if seq > self.last_seq + 1 and self.on_gap is not None:
+            # Something between was lost on the way: hold live frames, refill from the log.
+            self.filling = True
+            self.buffered.append((seq, text))
+            self.on_gap(self)
+            return
         self.last_seq = seq
         self._enqueue(text)
+
+    def refill(self, missing: list[tuple[int, str]]) -> None:
+        """Deliver what the log had, then the held live frames, in seq order."""
+        items = sorted([*missing, *self.buffered])
+        self.buffered = []
+        self.filling = False
+        for index, (seq, text) in enumerate(items):
+            if seq <= self.last_seq:
+                continue
+            if seq > self.last_seq + 1:
+                self.fill_attempts += 1
+                if self.fill_attempts > 3 or self.on_gap is None:
+                    log.warning("cannot fill %s after seq %s: closing for replay",
+                                self.session_id, self.last_seq)
+                    self.overflow()
+                    return
+                self.filling = True
+                self.buffered = items[index:]
+                self.on_gap(self)
+                return
+            self.last_seq = seq
+            self._enqueue(text)
+        self.fill_attempts = 0
 
     def push_ephemeral(self, text: str) -> None:
         if self.active and not self.closed:
@@ -104,11 +139,7 @@ class Viewer:
         self.pending = list(initial)
         self.last_seq = last_seq
         self.active = True
-        for seq, text in [*missing, *self.buffered]:
-            if seq > self.last_seq:
-                self.last_seq = seq
-                self.pending.append(text)
-        self.buffered = []
+        self.refill(missing)
         self._task = asyncio.get_running_loop().create_task(self._write_loop())
         self._wake.set()
 
@@ -169,6 +200,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self.sockets_per_user: dict[str, int] = {}
+        self._fills: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
     async def _ensure_started(self) -> None:
@@ -194,16 +226,27 @@ class Hub:
         subs.viewers.add(viewer)
 
     async def activate(self, viewer: Viewer, *, last_seq: int, initial: list[str]) -> None:
-        subs = self.sessions[viewer.session_id]
         missing: list[tuple[int, str]] = []
         if viewer.buffered and viewer.buffered[0][0] > last_seq + 1:
             missing = await _read_missing(
                 viewer.session_id, last_seq, viewer.buffered[0][0] - 1
             )
-        if subs.head is None or subs.head < last_seq:
-            subs.head = last_seq
+        viewer.on_gap = self._fill_viewer
         viewer.activate(last_seq=last_seq, initial=initial, missing=missing)
         await self._announce_presence(viewer.session_id)
+
+    def _fill_viewer(self, viewer: Viewer) -> None:
+        async def fill() -> None:
+            try:
+                first = viewer.buffered[0][0] if viewer.buffered else viewer.last_seq + 1
+                viewer.refill(await _read_missing(viewer.session_id, viewer.last_seq, first - 1))
+            except Exception:
+                log.exception("refill of a viewer failed")
+                viewer.overflow()
+
+        task = asyncio.get_running_loop().create_task(fill())
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
 
     async def detach(self, viewer: Viewer) -> None:
         viewer.stop()

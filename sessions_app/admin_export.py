@@ -200,7 +200,7 @@ def format_duration_seconds(seconds: float | None) -> str:
     """1:02:03 style; shared with the admin list so both read the same."""
     if seconds is None:
         return "-"
-    total = int(round(seconds))
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

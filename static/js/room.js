@@ -1,10 +1,8 @@
-// Entry point of the meeting room page: reads the config, wires connection -> router ->
-// store -> views, connects at once, and exposes window.__room for browser tests.
+// Entry point of the meeting room page: reads the config from
+// <script type="application/json" id="room-config">, wires the room core to the views,
+// connects at once, and exposes window.__room (read-only use) for browser tests.
 
-import { buildSocketUrl, createConnection, sessionSocketPath } from "./connection.js";
-import { createCommandClient } from "./commands.js";
-import { createRouter } from "./router.js";
-import { createStore, emptyState } from "./store.js";
+import { createRoomCore } from "./room_core.js";
 import { createHeaderView } from "./view_header.js";
 import { createWorkflowView } from "./view_workflow.js";
 import { createTranscriptView } from "./view_transcript.js";
@@ -12,23 +10,6 @@ import { createCostView } from "./view_cost.js";
 import { createControlsView } from "./view_controls.js";
 import { createReviewView } from "./view_review.js";
 import { createToasts } from "./view_toasts.js";
-
-const ERROR_TEXT = {
-  forbidden: "You may watch this session but not control it.",
-  invalid_state: "That does not make sense in the session's current state.",
-  rate_limited: "Too many commands at once; wait a moment.",
-  not_found: "That node or review no longer exists.",
-  invalid_data: "The server refused the input.",
-  internal: "The server could not do this; nothing was changed.",
-};
-const COMMAND_LABELS = {
-  start_session: "Start",
-  pause_session: "Pause",
-  resume_session: "Resume",
-  stop_session: "Stop",
-  user_input: "Send",
-  submit_review: "Review",
-};
 
 function readConfig() {
   const el = document.getElementById("room-config");
@@ -45,29 +26,17 @@ function start() {
   if (!config || !config.session_id) return;
   const root = document.body;
 
-  const store = createStore(emptyState());
-  const meta = {
-    session: { id: config.session_id, title: config.title || "", status: null },
-    workflow: null,
-    presence: { count: 0, users: [] },
-    canControl: Boolean(config.can_control),
-    hydrated: false,
-    lastResyncAt: null,
-  };
-  const initialStatus = root.querySelector('[data-testid="status-badge"]')?.getAttribute("data-status");
-  if (initialStatus) meta.session.status = initialStatus;
-  let conn = { state: "disconnected", attempt: 0, gaveUp: false, finalCode: null };
-
-  // ------------------------------------------------------------------ rendering
+  // ------------------------------------------------------------------ rendering (batched per frame)
   let frame = null;
   const views = [];
+  let core = null;
   function render() {
     frame = null;
-    const model = { state: store.getState(), meta, conn, now: Date.now(), config };
+    const model = { state: core.store.getState(), meta: core.meta, conn: core.conn, now: Date.now(), config };
     for (const view of views) view.render(model);
   }
   function requestRender() {
-    if (frame !== null) return;
+    if (frame !== null || !core) return;
     if (typeof window.requestAnimationFrame === "function" && !document.hidden) {
       frame = window.requestAnimationFrame(render);
     } else {
@@ -75,84 +44,22 @@ function start() {
     }
   }
 
-  // ------------------------------------------------------------------ plumbing
   const toasts = createToasts(root.querySelector("#toasts"));
-  let connection = null;
-  let commands = null;
-
-  const router = createRouter({
-    apply(envelope) {
-      store.apply(envelope);
-      meta.hydrated = true;
-      requestRender();
-    },
-    snapshot(data) {
-      if (data.session) meta.session = { ...meta.session, ...data.session };
-      if (data.workflow) meta.workflow = data.workflow;
-      if (data.presence) meta.presence = data.presence;
-      if (typeof data.can_control === "boolean") meta.canControl = data.can_control;
-      store.replace({ ...emptyState(), ...(data.state || {}) });
-      if (data.resync && meta.hydrated) {
-        toasts.show("You were too far behind; the room was refreshed from the server.", { kind: "info", timeoutMs: 4000 });
-      }
-      meta.hydrated = true;
-      requestRender();
-    },
-    ephemeral(envelope) {
-      switch (envelope.event) {
-        case "presence":
-          meta.presence = envelope.data;
-          requestRender();
-          break;
-        case "ack":
-          commands.handleReply(envelope);
-          break;
-        case "error":
-          if (!commands.handleReply(envelope)) {
-            toasts.show(envelope.data?.error || "The server reported an error.", { title: "Error" });
-          }
-          break;
-        default:
-          break; // pong: the connection already counted the frame
-      }
-    },
-    resync() {
-      meta.lastResyncAt = Date.now();
-      connection.resync("gap in event sequence");
-    },
+  core = createRoomCore({
+    config,
+    notify: requestRender,
+    toast: (text, opts = {}) => toasts.show(text, { ...opts, timeoutMs: opts.kind === "info" ? 4000 : 7000 }),
+    initialStatus: root.querySelector('[data-testid="status-badge"]')?.getAttribute("data-status") || null,
   });
 
-  connection = createConnection({
-    url: () => buildSocketUrl(window.location, config.ws_path || sessionSocketPath(config.session_id), router.lastSeq),
-    windowTarget: window,
-    documentTarget: document,
-    onMessage: (text) => router.handle(text),
-    onOpen: () => router.connectionOpened(),
-    onStateChange(info) {
-      const wasConnected = conn.state === "connected";
-      conn = info;
-      if (wasConnected && info.state !== "connected") commands.connectionLost();
-      requestRender();
-    },
-  });
-  commands = createCommandClient({ connection });
-
-  function sendCommand(cmd, data) {
-    return commands.send(cmd, data).catch((err) => {
-      const label = COMMAND_LABELS[cmd] || cmd;
-      const text = err?.error || ERROR_TEXT[err?.code] || "Something went wrong.";
-      toasts.show(text, { title: `${label} failed` });
-      throw err;
-    });
-  }
-
-  const review = createReviewView(root, { onCommand: sendCommand, requestRender });
+  const currentUser = typeof config.user === "string" ? config.user : config.user?.username || null;
+  const review = createReviewView(root, { onCommand: core.sendCommand, requestRender });
   views.push(
-    createHeaderView(root, { onRetry: () => connection.retry(), loginUrl: config.login_url || "/accounts/login/" }),
+    createHeaderView(root, { onRetry: () => core.connection.retry(), loginUrl: config.login_url || "/accounts/login/" }),
     createWorkflowView(root, { onOpenReview: () => review.open() }),
-    createTranscriptView(root, { currentUser: typeof config.user === "string" ? config.user : config.user?.username || null }),
+    createTranscriptView(root, { currentUser }),
     createCostView(root),
-    createControlsView(root, { onCommand: sendCommand, onOpenReview: () => review.open(), requestRender }),
+    createControlsView(root, { onCommand: core.sendCommand, onOpenReview: () => review.open(), requestRender }),
     review,
   );
 
@@ -160,25 +67,28 @@ function start() {
   window.setInterval(requestRender, 1000);
 
   // Leaving the page is a deliberate disconnect; coming back from the back/forward cache reconnects.
-  window.addEventListener("pagehide", () => connection.disconnect());
+  window.addEventListener("pagehide", () => core.connection.disconnect());
   window.addEventListener("pageshow", (event) => {
-    if (event.persisted) connection.connect();
+    if (event.persisted) core.connection.connect();
   });
 
   window.__room = Object.freeze({
     get state() {
-      return store.getState();
+      return core.store.getState();
     },
     get meta() {
-      return meta;
+      return core.meta;
     },
-    router,
-    connection,
-    store,
+    get conn() {
+      return core.conn;
+    },
+    router: core.router,
+    connection: core.connection,
+    store: core.store,
   });
 
   render();
-  connection.connect();
+  core.start(); // connect right away: the page has a session
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start, { once: true });

@@ -1,0 +1,516 @@
+"""Django admin for reviewers looking back at meeting sessions and what they cost.
+
+Runtime data (nodes, usage, transcript, reviews, events, command receipts) is written only
+by the engine and services, so the admin shows it read-only everywhere; the one editable
+field is a session's title, saved with ``update_fields`` so a rename can never overwrite
+counters (``last_seq``, tokens, status) that a runner advanced meanwhile. Stopping goes
+through ``services.session_stop`` so live viewers see ``execution:stopped``.
+
+Anyone who may view sessions may view their parts: a staff user granted only
+``view_session`` sees the whole session, its event log and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from realtime import protocol
+from sessions_app import services
+from sessions_app.admin_export import (
+    export_json,
+    export_markdown,
+    export_queryset,
+    format_duration_seconds,
+)
+from sessions_app.admin_summary import summary
+from sessions_app.models import (
+    CommandReceipt,
+    HumanReview,
+    Message,
+    NodeState,
+    Session,
+    SessionEvent,
+    SessionStatus,
+    TokenUsage,
+)
+
+BOTH_LOCATIONS = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
+
+# Fixed colours per status; only these constants and the choice label reach the markup.
+STATUS_COLOURS = {
+    SessionStatus.CREATED: "#6c757d",
+    SessionStatus.RUNNING: "#0d6efd",
+    SessionStatus.PAUSED: "#b58100",
+    SessionStatus.WAITING_REVIEW: "#6f42c1",
+    SessionStatus.COMPLETED: "#198754",
+    SessionStatus.FAILED: "#dc3545",
+    SessionStatus.STOPPED: "#495057",
+}
+
+
+def can_view_sessions(request: HttpRequest) -> bool:
+    """Viewing a session grants viewing everything recorded about it."""
+    user = request.user
+    return user.has_perm("sessions_app.view_session") or user.has_perm(
+        "sessions_app.change_session"
+    )
+
+
+def parse_uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value).strip())
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def status_badge_html(status: str, label: str) -> str:
+    colour = STATUS_COLOURS.get(status, "#6c757d")
+    return format_html(
+        '<span class="session-status" style="background:{};color:#fff;padding:2px 8px;'
+        'border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
+        colour,
+        label,
+    )
+
+
+# --------------------------------------------------------------------------- filters
+
+
+class SessionFilter(admin.SimpleListFilter):
+    """Narrows a runtime-row list to one session given by id (?session=<uuid>).
+
+    Only the selected session is offered as a choice: listing every session would make
+    the sidebar as long as the session table.
+    """
+
+    title = "session"
+    parameter_name = "session"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        value = self.value()
+        if not value:
+            return []
+        session_id = parse_uuid(value)
+        title = (
+            Session.objects.filter(pk=session_id).values_list("title", flat=True).first()
+            if session_id
+            else None
+        )
+        return [(value, title if title is not None else "(unknown session)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        session_id = parse_uuid(self.value())
+        return queryset.filter(session_id=session_id) if session_id else queryset.none()
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """The logged event names from the protocol (no DISTINCT over a huge table)."""
+
+    title = "event"
+    parameter_name = "event"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [(name, name) for name in protocol.LOGGED_EVENTS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(event=self.value()) if self.value() else queryset
+
+
+# --------------------------------------------------------------------------- read-only parts
+
+
+class ReadOnlyPermissions:
+    """Runtime rows are written by the engine only: no add, change or delete, ever."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return can_view_sessions(request)
+
+
+class ReadOnlyInline(ReadOnlyPermissions, admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    ordering_fields: Sequence[str] = ("id",)
+    related: Sequence[str] = ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+        return self.fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The models order by "session" first, which would join and sort by the parent.
+        queryset = super().get_queryset(request).order_by(*self.ordering_fields)
+        return queryset.select_related(*self.related) if self.related else queryset
+
+
+class NodeStateInline(ReadOnlyInline):
+    model = NodeState
+    verbose_name_plural = "node states"
+    fields = (
+        "node_id", "node_type", "agent_id", "status", "rounds", "started_at", "finished_at",
+        "error",
+    )
+
+
+class TokenUsageInline(ReadOnlyInline):
+    model = TokenUsage
+    verbose_name_plural = "token usage"
+    fields = (
+        "node_id", "agent_id", "model", "round", "input_tokens", "output_tokens", "cost_usd",
+        "created_at",
+    )
+
+
+class HumanReviewInline(ReadOnlyInline):
+    model = HumanReview
+    fields = (
+        "node_id", "reviewed_node_id", "round", "reason", "status", "decision", "comment",
+        "decided_by", "decided_at", "deadline",
+    )
+    ordering_fields = ("created_at", "id")
+    related = ("decided_by",)
+
+
+class TranscriptInline(ReadOnlyInline):
+    """Messages as a transcript: each answer with its thinking in a separate, folded box."""
+
+    model = Message
+    verbose_name = "message"
+    verbose_name_plural = "transcript"
+    template = "admin/sessions_app/session/transcript_inline.html"
+    fields = ("kind", "agent_id", "user", "node_id", "round", "is_final", "created_at")
+    ordering_fields = ("created_at", "id")
+    related = ("user",)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "title", "owner_name", "workflow_slug", "status_badge", "started_at", "duration",
+        "nodes_completed", "nodes_failed", "input_tokens", "output_tokens", "cost",
+    )
+    list_filter = (
+        "status",
+        "workflow_slug",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+    )
+    date_hierarchy = "created_at"
+    search_fields = ("title", "owner__username", "id__exact")
+    search_help_text = "Title, owner username, or the full session id."
+    list_select_related = ("owner",)
+    list_per_page = 50
+    ordering = ("-created_at",)
+    actions = ("export_as_json", "export_as_markdown", "stop_sessions")
+    inlines = (NodeStateInline, TokenUsageInline, HumanReviewInline, TranscriptInline)
+    change_list_template = "admin/sessions_app/session/change_list.html"
+    fieldsets = (
+        (None, {
+            "fields": (
+                "title", "owner", "workflow_slug", "status_badge", "meeting_room",
+                "event_log", "error",
+            ),
+        }),
+        ("Totals", {
+            "fields": (
+                ("nodes_total", "nodes_completed", "nodes_failed"),
+                ("input_tokens", "output_tokens", "cost_usd"),
+            ),
+        }),
+        ("Timing", {
+            "fields": (("created_at", "started_at", "finished_at"), "duration"),
+        }),
+        ("Runner", {
+            "classes": ("collapse",),
+            "fields": (
+                "run_requested", "lease_owner", "lease_expires_at", "last_seq", "updated_at",
+            ),
+        }),
+        ("Workflow definition", {
+            "classes": ("collapse",),
+            "fields": ("workflow_definition",),
+        }),
+    )
+    readonly_fields = (
+        "owner", "workflow_slug", "status_badge", "meeting_room", "event_log", "error",
+        "nodes_total", "nodes_completed", "nodes_failed", "input_tokens", "output_tokens",
+        "cost_usd", "created_at", "started_at", "finished_at", "duration", "run_requested",
+        "lease_owner", "lease_expires_at", "last_seq", "updated_at", "workflow_definition",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
+        # A running session's duration so far ends at its last update, as on the model.
+        elapsed = ExpressionWrapper(
+            Coalesce("finished_at", "updated_at") - F("started_at"),
+            output_field=DurationField(),
+        )
+        return super().get_queryset(request).annotate(elapsed=elapsed)
+
+    # Sessions are created from a workflow by the app, and deleting one would cascade into
+    # an event log of any size: neither belongs in a review tool.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Session, form: Any, change: bool) -> None:
+        obj.save(update_fields=["title", "updated_at"])
+
+    # ---- columns
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_name(self, obj: Session) -> str:
+        return obj.owner.get_username()
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Session) -> str:
+        return status_badge_html(obj.status, obj.get_status_display())
+
+    @admin.display(description="duration", ordering="elapsed")
+    def duration(self, obj: Session) -> str:
+        elapsed = getattr(obj, "elapsed", None)
+        if elapsed is None:
+            return format_duration_seconds(obj.duration_seconds)
+        return format_duration_seconds(max(0.0, elapsed.total_seconds()))
+
+    @admin.display(description="est. cost (USD)", ordering="cost_usd")
+    def cost(self, obj: Session) -> str:
+        return f"${obj.cost_usd:.4f}"
+
+    @admin.display(description="meeting room")
+    def meeting_room(self, obj: Session) -> str:
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">Open the meeting room</a>',
+            obj.get_absolute_url(),
+        )
+
+    @admin.display(description="event log")
+    def event_log(self, obj: Session) -> str:
+        url = reverse("admin:sessions_app_sessionevent_changelist")
+        return format_html(
+            '<a href="{}?session={}">{} logged events</a> (paginated)', url, obj.pk, obj.last_seq
+        )
+
+    # ---- actions
+
+    @admin.action(
+        description="Export transcript and usage (JSON)", permissions=["view"],
+        location=BOTH_LOCATIONS,
+    )
+    def export_as_json(self, request: HttpRequest, queryset: QuerySet[Session]) -> HttpResponse:
+        sessions = list(export_queryset(queryset))
+        return _download(export_json(sessions), sessions, "json", "application/json")
+
+    @admin.action(
+        description="Export transcript and usage (Markdown)", permissions=["view"],
+        location=BOTH_LOCATIONS,
+    )
+    def export_as_markdown(
+        self, request: HttpRequest, queryset: QuerySet[Session]
+    ) -> HttpResponse:
+        sessions = list(export_queryset(queryset))
+        return _download(export_markdown(sessions), sessions, "md", "text/markdown")
+
+    @admin.action(
+        description="Stop selected sessions", permissions=["change"], location=BOTH_LOCATIONS
+    )
+    def stop_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        stopped: list[str] = []
+        refused: list[str] = []
+        for session in queryset.order_by("created_at"):
+            try:
+                # One transaction per session: one refusal must not undo the others.
+                with transaction.atomic():
+                    services.session_stop(session_id=session.pk, user=request.user)
+            except services.ServiceError as exc:
+                refused.append(f"“{session.title}” ({exc.message})")
+            else:
+                stopped.append(f"“{session.title}”")
+                self.log_change(request, session, "Stopped from the admin.")
+        if stopped:
+            self.message_user(
+                request, f"Stopped {len(stopped)}: {', '.join(stopped)}.", messages.SUCCESS
+            )
+        if refused:
+            self.message_user(
+                request,
+                f"Could not stop {len(refused)}: {'; '.join(refused)}.",
+                messages.WARNING,
+            )
+
+    # ---- cost summary
+
+    def get_urls(self) -> list[URLPattern]:
+        summary_url = path(
+            "summary/",
+            self.admin_site.admin_view(self.summary_view),
+            name="sessions_app_session_summary",
+        )
+        return [summary_url, *super().get_urls()]
+
+    def summary_view(self, request: HttpRequest) -> HttpResponse:
+        """Totals for exactly the sessions the changelist shows with the same query string."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:sessions_app_session_summary"))
+        queryset = changelist.get_queryset(request)
+        query = request.GET.urlencode()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Cost summary",
+            "summary": summary(queryset),
+            "active_filters": _active_filters(changelist, request),
+            "changelist_url": reverse("admin:sessions_app_session_changelist")
+            + (f"?{query}" if query else ""),
+        }
+        return TemplateResponse(request, "admin/sessions_app/session/summary.html", context)
+
+
+def _active_filters(changelist: Any, request: HttpRequest) -> list[tuple[str, str]]:
+    """(what, value) pairs describing the filters in force, for the summary heading."""
+    active: list[tuple[str, str]] = []
+    for spec in changelist.filter_specs:
+        for index, choice in enumerate(spec.choices(changelist)):
+            if index and choice.get("selected"):
+                active.append((str(spec.title), str(choice["display"])))
+    field = changelist.date_hierarchy
+    if field:
+        parts = [request.GET.get(f"{field}__{p}") for p in ("year", "month", "day")]
+        picked = "-".join(p for p in parts if p)
+        if picked:
+            active.append(("created", picked))
+    if changelist.query:
+        active.append(("search", changelist.query))
+    return active
+
+
+def _download(
+    body: str, sessions: list[Session], extension: str, content_type: str
+) -> HttpResponse:
+    if len(sessions) == 1:
+        name = f"session-{sessions[0].pk}.{extension}"
+    else:
+        name = f"sessions-{timezone.now():%Y%m%d-%H%M%S}.{extension}"
+    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+# --------------------------------------------------------------------------- runtime lists
+
+
+class RuntimeAdmin(ReadOnlyPermissions, admin.ModelAdmin):
+    """Cross-session lists of runtime rows; ?session=<uuid> narrows to one session."""
+
+    list_per_page = 100
+    show_full_result_count = False
+    list_select_related = ("session",)
+    actions = None
+
+    @admin.display(description="session", ordering="session__created_at")
+    def session_link(self, obj: Any) -> str:
+        url = reverse("admin:sessions_app_session_change", args=[obj.session_id])
+        return format_html('<a href="{}">{}</a>', url, obj.session.title)
+
+
+@admin.register(SessionEvent)
+class SessionEventAdmin(RuntimeAdmin):
+    """The event log, one page at a time (a session may log tens of thousands of events)."""
+
+    list_display = ("seq", "event", "node_id", "created_at", "data_preview", "session_link")
+    list_display_links = ("seq",)
+    list_filter = (SessionFilter, EventTypeFilter)
+
+    def get_ordering(self, request: HttpRequest) -> Sequence[str]:
+        # In seq order within a session (the unique index serves it); newest first overall.
+        if request.GET.get(SessionFilter.parameter_name):
+            return ("session_id", "seq")
+        return ("-id",)
+
+    @admin.display(description="data")
+    def data_preview(self, obj: SessionEvent) -> str:
+        text = json.dumps(obj.data, ensure_ascii=False)
+        return text if len(text) <= 160 else f"{text[:160]}…"
+
+
+@admin.register(Message)
+class MessageAdmin(RuntimeAdmin):
+    list_display = ("created_at", "kind", "agent_id", "user", "node_id", "round", "excerpt",
+                    "session_link")
+    list_filter = (SessionFilter, "kind", "is_final")
+    list_select_related = ("session", "user")
+    search_fields = ("text",)
+
+    def get_ordering(self, request: HttpRequest) -> Sequence[str]:
+        return ("created_at", "id") if request.GET.get("session") else ("-id",)
+
+    @admin.display(description="text")
+    def excerpt(self, obj: Message) -> str:
+        return obj.text if len(obj.text) <= 120 else f"{obj.text[:120]}…"
+
+
+@admin.register(TokenUsage)
+class TokenUsageAdmin(RuntimeAdmin):
+    list_display = ("created_at", "node_id", "agent_id", "model", "round", "input_tokens",
+                    "output_tokens", "cost_usd", "session_link")
+    list_filter = (SessionFilter, "model")
+    ordering = ("-id",)
+
+
+@admin.register(NodeState)
+class NodeStateAdmin(RuntimeAdmin):
+    list_display = ("node_id", "agent_id", "status", "rounds", "started_at", "finished_at",
+                    "session_link")
+    list_filter = (SessionFilter, "status")
+    ordering = ("-id",)
+
+
+@admin.register(HumanReview)
+class HumanReviewAdmin(RuntimeAdmin):
+    list_display = ("node_id", "round", "status", "decision", "decided_by", "decided_at",
+                    "session_link")
+    list_filter = (SessionFilter, "status", "decision")
+    list_select_related = ("session", "decided_by")
+    ordering = ("-id",)
+
+
+@admin.register(CommandReceipt)
+class CommandReceiptAdmin(RuntimeAdmin):
+    list_display = ("created_at", "cmd", "command_id", "user", "session_link")
+    list_filter = (SessionFilter, "cmd")
+    list_select_related = ("session", "user")
+    ordering = ("-id",)
