@@ -1,4 +1,4 @@
-// Minimal DOM helpers. Text always goes in through textContent / text nodes: never innerHTML.
+// Minimal DOM helpers. Text always goes in through textContent / text nodes, never parsed as HTML.
 
 /**
  * h("div", {class: "x", "data-testid": "y", onclick: fn}, child, "text", ...)
