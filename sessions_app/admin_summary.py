@@ -17,6 +17,8 @@ from django.db.models.functions import TruncDate
 
 from sessions_app.models import Session
 
+MICRO_DOLLAR = Decimal("0.000001")
+
 
 @dataclass(frozen=True)
 class Row:
@@ -42,10 +44,15 @@ def _metrics() -> dict[str, Any]:
     }
 
 
+def _money(value: Any) -> Decimal:
+    # SQLite sums decimals as floats; round back to the column's six places.
+    return Decimal(str(value)).quantize(MICRO_DOLLAR)
+
+
 def _row(key: Any, values: dict[str, Any]) -> Row:
     return Row(
         key=key, sessions=values["n"], input_tokens=values["tin"],
-        output_tokens=values["tout"], cost_usd=Decimal(values["cost"]),
+        output_tokens=values["tout"], cost_usd=_money(values["cost"]),
     )
 
 

@@ -94,9 +94,12 @@ export function createReviewView(root, { onCommand, requestRender }) {
       setText(context, `${about}${review.round > 1 ? ` · round ${review.round}` : ""}`);
       if (review.deadline) {
         const left = Date.parse(review.deadline) - now;
-        setText(countdown, left > 0 ? `⏱ ${formatCountdown(left)} left` : "⏱ time is up");
-        countdown.classList.toggle("is-urgent", left < 60000);
-      } else setText(countdown, "no time limit");
+        setText(countdown, left > 0 ? `${formatCountdown(left)} left` : "time is up");
+        countdown.parentElement.classList.toggle("is-urgent", left < 60000);
+      } else {
+        setText(countdown, "no time limit");
+        countdown.parentElement.classList.remove("is-urgent");
+      }
       approve.disabled = busy || !connected;
       reject.disabled = busy || !connected;
       setAttr(dialog, "data-node-id", review.node_id);

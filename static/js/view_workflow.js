@@ -8,7 +8,7 @@ import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./
 const ICONS = {
   pending: "○",
   running: "●",
-  paused: "❚❚",
+  paused: "‖",
   waiting_review: "◇",
   completed: "✓",
   failed: "✗",
@@ -44,7 +44,7 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const el = h(
           "li",
           {
-            class: `node node-${node.type || "agent"} status-pending`,
+            class: `node node-type-${node.type || "agent"} status-pending`,
             "data-testid": `node-${node.id}`,
             "data-status": "pending",
             "data-node-type": node.type || "agent",

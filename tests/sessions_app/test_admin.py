@@ -286,7 +286,7 @@ def test_event_log_is_paginated_and_filtered_by_session(admin_client, owner):
     assert [e.seq for e in cl.result_list] == list(range(1, 101))
     assert {e.session_id for e in cl.result_list} == {session.pk}
     page = admin_client.get(f"{EVENTS}?session={session.pk}&p=3").context["cl"]
-    assert [e.seq for e in page.result_list][0] == 201
+    assert page.result_list[0].seq == 201
     assert admin_client.get(f"{EVENTS}?session={other.pk}").context["cl"].result_count == 5
     assert admin_client.get(f"{EVENTS}?session=nonsense").context["cl"].result_count == 0
 
@@ -472,15 +472,21 @@ def test_non_staff_never_get_in(client, owner, who):
 # --------------------------------------------------------------------------- summary
 
 
+def one_node(tokens_in: int, tokens_out: int, cost: str) -> list[NodeSpec]:
+    return [NodeSpec("a", "x", input_tokens=tokens_in, output_tokens=tokens_out,
+                     cost_usd=Decimal(cost))]
+
+
 def test_summary_per_day_and_workflow(admin_client, owner):
     now = timezone.now()
+    yesterday_at = now - timedelta(days=1)
     made = [
         make_session(owner=owner, workflow_slug="demo", created_at=now,
-                     nodes=[NodeSpec("a", "x", 100, 10, Decimal("0.100000"))]),
-        make_session(owner=owner, workflow_slug="demo", created_at=now - timedelta(days=1),
-                     nodes=[NodeSpec("a", "x", 200, 20, Decimal("0.250000"))]),
-        make_session(owner=owner, workflow_slug="quick-chat", created_at=now - timedelta(days=1),
-                     nodes=[NodeSpec("a", "x", 300, 30, Decimal("0.005000"))]),
+                     nodes=one_node(100, 10, "0.1")),
+        make_session(owner=owner, workflow_slug="demo", created_at=yesterday_at,
+                     nodes=one_node(200, 20, "0.25")),
+        make_session(owner=owner, workflow_slug="quick-chat", created_at=yesterday_at,
+                     nodes=one_node(300, 30, "0.005")),
     ]
     response = admin_client.get(SUMMARY)
     assert response.status_code == 200
