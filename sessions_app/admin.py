@@ -215,8 +215,8 @@ class TranscriptInline(ReadOnlyInline):
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
     list_display = (
-        "title", "owner_name", "workflow_slug", "status_badge", "started_at", "duration",
-        "nodes_completed", "nodes_failed", "input_tokens", "output_tokens", "cost",
+        "title", "owner_name", "workflow", "status_badge", "started", "duration",
+        "nodes_done", "nodes_failed_column", "tokens_in", "tokens_out", "cost",
     )
     list_filter = (
         "status",
@@ -291,6 +291,33 @@ class SessionAdmin(admin.ModelAdmin):
     @admin.display(description="owner", ordering="owner__username")
     def owner_name(self, obj: Session) -> str:
         return obj.owner.get_username()
+
+    @admin.display(description="workflow", ordering="workflow_slug")
+    def workflow(self, obj: Session) -> str:
+        return obj.workflow_slug
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: Session) -> str | None:
+        # Compact, sortable-looking timestamps keep the eleven columns on one screen.
+        if obj.started_at is None:
+            return None
+        return f"{timezone.localtime(obj.started_at):%Y-%m-%d %H:%M}"
+
+    @admin.display(description="nodes done", ordering="nodes_completed")
+    def nodes_done(self, obj: Session) -> int:
+        return obj.nodes_completed
+
+    @admin.display(description="nodes failed", ordering="nodes_failed")
+    def nodes_failed_column(self, obj: Session) -> int:
+        return obj.nodes_failed
+
+    @admin.display(description="tokens in", ordering="input_tokens")
+    def tokens_in(self, obj: Session) -> int:
+        return obj.input_tokens
+
+    @admin.display(description="tokens out", ordering="output_tokens")
+    def tokens_out(self, obj: Session) -> int:
+        return obj.output_tokens
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Session) -> str:
@@ -403,16 +430,17 @@ class SessionAdmin(admin.ModelAdmin):
 def _active_filters(changelist: Any, request: HttpRequest) -> list[tuple[str, str]]:
     """(what, value) pairs describing the filters in force, for the summary heading."""
     active: list[tuple[str, str]] = []
+    described: set[str] = set()
     for spec in changelist.filter_specs:
+        described.update(spec.expected_parameters())
         for index, choice in enumerate(spec.choices(changelist)):
             if index and choice.get("selected"):
                 active.append((str(spec.title), str(choice["display"])))
-    field = changelist.date_hierarchy
-    if field:
-        parts = [request.GET.get(f"{field}__{p}") for p in ("year", "month", "day")]
-        picked = "-".join(p for p in parts if p)
-        if picked:
-            active.append(("created", picked))
+    # Lookups typed into the URL rather than picked in the sidebar still filter the list.
+    for key, values in changelist.get_filters_params().items():
+        if key not in described:
+            value = values[-1] if isinstance(values, list) else values
+            active.append((key.replace("__", " "), str(value)))
     if changelist.query:
         active.append(("search", changelist.query))
     return active

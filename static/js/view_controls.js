@@ -18,6 +18,8 @@ const BUTTONS = [
 ];
 
 export function controlsHint({ state, meta, conn }) {
+  if (conn.finalCode) return `Not connected: ${conn.finalMessage || "the server refused the connection."}`;
+  if (conn.gaveUp) return "The connection was lost. Press Retry to reconnect; what you typed stays here.";
   if (conn.state !== "connected") {
     return meta.hydrated || conn.state !== "connecting"
       ? "Offline: controls are paused until the connection is back. You can keep typing; Send returns then."
@@ -86,7 +88,9 @@ export function createControlsView(root, { onCommand, onOpenReview, requestRende
       const canSay = live && allowed.input;
       send.disabled = !(canSay && input.value.trim() && !busy.has("send"));
       setAttr(input, "aria-disabled", canSay ? null : "true");
-      input.readOnly = meta.hydrated && isFinished(state);
+      const closed = meta.hydrated && (isFinished(state) || !meta.canControl);
+      input.readOnly = closed;
+      setAttr(input, "placeholder", !closed ? "Say something to the meeting…" : isFinished(state) ? "This session has ended" : "Watching only");
       setText(hint, controlsHint(model));
 
       const review = state.pending_review;

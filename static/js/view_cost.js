@@ -32,7 +32,7 @@ export function createCostView(root) {
     if (pts.length === 0) {
       line.setAttribute("points", `3,${H - 3} ${W - 3},${H - 3}`);
       area.setAttribute("d", "");
-      dot.setAttribute("cx", -10);
+      dot.setAttribute("visibility", "hidden");
       title.textContent = "No cost yet";
       setAttr(chart, "aria-label", "Cost over time: no cost yet");
       return;
@@ -41,6 +41,7 @@ export function createCostView(root) {
     line.setAttribute("points", p);
     area.setAttribute("d", `M${pts[0][0]},${H - 3} L${pts.map(([x, y]) => `${x},${y}`).join(" L")} L${pts[pts.length - 1][0]},${H - 3} Z`);
     const [lx, ly] = pts[pts.length - 1];
+    dot.setAttribute("visibility", "visible");
     dot.setAttribute("cx", lx);
     dot.setAttribute("cy", ly);
     const first = series[0][1];

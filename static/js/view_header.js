@@ -29,6 +29,7 @@ export function createHeaderView(root, { onRetry, loginUrl = "/accounts/login/" 
   const started = root.querySelector("#room-started");
   const elapsed = root.querySelector("#room-elapsed");
   const notice = root.querySelector("#room-notice");
+  const runError = byTestId(root, "run-error");
   let noticeKey = null;
 
   retry.addEventListener("click", () => onRetry && onRetry());
@@ -87,6 +88,10 @@ export function createHeaderView(root, { onRetry, loginUrl = "/accounts/login/" 
       setAttr(started, "title", state.started_at || null);
       setText(elapsed, formatDuration(durationMs(state, now)));
       renderNotice(conn);
+
+      runError.hidden = !state.error;
+      setText(runError.querySelector(".run-error-title"), state.status === "failed" ? "Run failed:" : "Error:");
+      setText(runError.querySelector(".run-error-text"), state.error || "");
     },
   };
 }

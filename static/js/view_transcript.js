@@ -17,6 +17,11 @@ function agentDirectory(workflow) {
   return { agents, nodes };
 }
 
+function lastKeyOf(messages, nodeId) {
+  for (let i = messages.length - 1; i >= 0; i -= 1) if (messages[i].node_id === nodeId) return messages[i].key;
+  return null;
+}
+
 /** Replace a text node's content, appending only the new tail while a message streams. */
 function updateStreamText(textNode, previous, next) {
   if (previous === next) return;
@@ -57,6 +62,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
     );
     const nameEl = h("span", { class: "msg-name" }, info.name);
     const whereEl = h("span", { class: "msg-where" }, info.where ? `· ${info.where}` : "");
+    const endedEl = h("span", { class: "msg-ended", hidden: true });
     const el = h(
       "li",
       {
@@ -75,6 +81,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
           { class: "msg-head" },
           nameEl,
           whereEl,
+          endedEl,
           h("time", { class: "msg-time num", datetime: msg.started_at }, formatClock(msg.started_at)),
         ),
         details,
@@ -83,7 +90,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
       ),
     );
     if (info.role) setAttr(nameEl, "title", info.role);
-    return { msg: null, el, textNode, thinkingNode, details, nameEl, whereEl };
+    return { msg: null, el, textNode, thinkingNode, details, nameEl, whereEl, endedEl };
   }
 
   function update(entry, msg) {
@@ -126,6 +133,11 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
           entry.el.style.setProperty("--agent-color", info.color);
         }
         update(entry, msg);
+        // An answer cut short by a failed or stopped node says so.
+        const nodeStatus = msg.kind === "agent" ? state.nodes[msg.node_id]?.status : null;
+        const cut = msg.final && (nodeStatus === "failed" || nodeStatus === "stopped") && lastKeyOf(messages, msg.node_id) === msg.key;
+        entry.endedEl.hidden = !cut;
+        setText(entry.endedEl, cut ? (nodeStatus === "failed" ? "interrupted: node failed" : "stopped") : "");
         // Keep DOM order equal to state order (a snapshot may replace everything).
         const expectedNext = previousEl ? previousEl.nextSibling : list.firstChild;
         if (expectedNext !== entry.el) list.insertBefore(entry.el, expectedNext);

@@ -28,6 +28,10 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
     graph.replaceChildren();
     items.clear();
     const levels = levelsOf(workflowNodes);
+    if (!workflowNodes.length && !extraIds.length) {
+      graph.append(h("p", { class: "empty-hint" }, "The workflow appears here once the room is connected."));
+      return;
+    }
     if (extraIds.length) levels.push(extraIds.map((id) => ({ id, type: "agent", title: id, agent: null, depends_on: [] })));
     levels.forEach((level, index) => {
       const row = h("ol", {
@@ -38,6 +42,7 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const icon = h("span", { class: "node-icon", "aria-hidden": "true" }, ICONS.pending);
         const status = h("span", { class: "node-status" }, statusLabel("pending"));
         const time = h("span", { class: "node-time num" });
+        const error = h("span", { class: "node-error", hidden: true });
         const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
         reviewBtn.addEventListener("click", () => onOpenReview && onOpenReview());
         const agentName = node.agent?.name || (node.type === "human_review" ? "Human review" : "");
@@ -56,10 +61,11 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
             { class: "node-main" },
             h("span", { class: "node-title" }, node.title || node.id),
             h("span", { class: "node-sub" }, agentName ? h("span", { class: "node-agent" }, agentName) : null, status, time),
+            error,
           ),
           reviewBtn,
         );
-        items.set(node.id, { el, icon, status, time, reviewBtn, nodeStatus: null });
+        items.set(node.id, { el, icon, status, time, error, reviewBtn, nodeStatus: null });
         row.append(el);
       }
       graph.append(row);
@@ -87,6 +93,8 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
           setText(item.status, statusLabel(node.status));
         }
         setAttr(item.el, "title", node.error || null);
+        item.error.hidden = !node.error;
+        setText(item.error, node.error || "");
         let t = "";
         if (node.started_at) {
           const end = node.finished_at ? Date.parse(node.finished_at) : now;

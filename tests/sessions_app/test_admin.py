@@ -117,7 +117,7 @@ def test_list_query_count_is_bounded(admin_client, django_assert_max_num_queries
     ("query", "expected"),
     [
         ("status__exact=running", {"running"}),
-        ("workflow_slug__exact=quick-chat", {"chat"}),
+        ("workflow_slug=quick-chat", {"chat"}),
         ("q=olivia", {"running", "done"}),
         ("q=weekly", {"chat"}),
     ],
@@ -507,15 +507,21 @@ def test_summary_per_day_and_workflow(admin_client, owner):
 def test_summary_honours_the_changelist_filters(admin_client, owner):
     make_session(owner=owner, workflow_slug="demo")
     chat = make_session(owner=owner, workflow_slug="quick-chat", title="chat one")
-    response = admin_client.get(f"{SUMMARY}?workflow_slug__exact=quick-chat")
+    response = admin_client.get(f"{SUMMARY}?workflow_slug=quick-chat")
     data = response.context["summary"]
     assert data["totals"].sessions == 1 and data["totals"].cost_usd == chat.cost_usd
     assert [r.key for r in data["per_workflow"]] == ["quick-chat"]
+    assert response.context["active_filters"] == [("workflow slug", "quick-chat")]
+    raw = admin_client.get(f"{SUMMARY}?workflow_slug__exact=quick-chat&q=chat")
+    assert raw.context["summary"]["totals"].sessions == 1
+    assert raw.context["active_filters"] == [
+        ("workflow_slug exact", "quick-chat"), ("search", "chat"),
+    ]
     assert admin_client.get(f"{SUMMARY}?q=nothing-matches").context["summary"][
         "totals"
     ].sessions == 0
-    html = admin_client.get(f"{CHANGELIST}?workflow_slug__exact=quick-chat").content.decode()
-    assert f'href="{SUMMARY}?workflow_slug__exact=quick-chat"' in html
+    html = admin_client.get(f"{CHANGELIST}?workflow_slug=quick-chat").content.decode()
+    assert f'href="{SUMMARY}?workflow_slug=quick-chat"' in html
     assert admin_client.get(f"{SUMMARY}?bogus__field=1").status_code == 302
 
 

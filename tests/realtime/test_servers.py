@@ -1,0 +1,101 @@
+"""Through real server processes: runserver (daphne), and two daphne processes sharing Redis."""
+
+import asyncio
+import json
+
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from realtime import protocol
+from tests.servers import (
+    Server,
+    create_session,
+    create_user,
+    daphne,
+    free_port,
+    login,
+    manage,
+    server_env,
+    unpack,
+    ws_headers,
+    ws_url,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def read_until(ws, predicate, timeout=30):
+    events = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            assert "type" not in frame
+            protocol.validate_event(frame)
+            for event in unpack(frame):
+                events.append(event)
+                if predicate(event):
+                    return events
+
+
+async def test_runserver_serves_pages_and_websockets(tmp_path):
+    env = server_env(tmp_path)
+    manage(env, "migrate", "-v0")
+    create_user(env, "alice", "pw-alice-123")
+    session = create_session(env, "alice")
+    port = free_port()
+    server = Server(
+        [str(__import__("sys").executable), "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        env, port, tmp_path / "runserver.log",
+    )
+    try:
+        cookie = login(server.base, "alice", "pw-alice-123")
+        async with connect(ws_url(server, session["id"]), additional_headers=ws_headers(server, cookie)) as ws:
+            snapshot = json.loads(await ws.recv())
+            assert snapshot["event"] == "snapshot"
+            await ws.send(json.dumps({"cmd": "start_session", "id": "s1"}))
+            events = await read_until(ws, lambda e: e["event"] == "execution:completed")
+        names = {e["event"] for e in events}
+        assert {"ack", "execution:started", "token_stream", "token_usage"} <= names
+        seqs = [e["seq"] for e in events if e["seq"] is not None]
+        assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        server.stop()
+
+
+@pytest.mark.redis
+async def test_two_daphne_processes_share_redis(tmp_path):
+    db = 13
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client.ping()  # fails loudly when Redis is down
+    client.flushdb()
+    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}")
+    manage(env, "migrate", "-v0")
+    create_user(env, "alice", "pw-alice-123")
+    session = create_session(env, "alice")
+    one, two = daphne(env, tmp_path, "one"), daphne(env, tmp_path, "two")
+    try:
+        cookie = login(one.base, "alice", "pw-alice-123")
+        async with (
+            connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, cookie)) as a,
+            connect(ws_url(two, session["id"]), additional_headers=ws_headers(two, cookie)) as b,
+        ):
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["event"] == "snapshot"
+            text = 'Ünïcode “quotes” \\ backslash {"json": [1, 2.5, null]} 🚀 ' + "x" * 3000
+            await a.send(json.dumps({"cmd": "user_input", "data": {"text": text}, "id": "u1"}))
+            got = await read_until(b, lambda e: e["event"] == "user_message")
+            assert got[-1]["data"]["text"] == text.strip()
+            assert got[-1]["data"]["user"] == "alice"
+            # A run started through process one streams to the viewer on process two.
+            await a.send(json.dumps({"cmd": "start_session", "id": "s1"}))
+            seen_b = await read_until(b, lambda e: e["event"] == "execution:completed")
+            seen_a = await read_until(a, lambda e: e["event"] == "execution:completed")
+        logged_b = [e for e in got + seen_b if e["seq"] is not None]
+        assert [e["seq"] for e in logged_b] == list(range(1, len(logged_b) + 1))
+        logged_a = [e for e in seen_a if e["seq"] is not None]
+        assert logged_a == [e for e in logged_b if e["seq"] >= logged_a[0]["seq"]]
+    finally:
+        one.stop()
+        two.stop()
+        client.flushdb()
