@@ -37,7 +37,7 @@ def test_create_session_errors_are_clear(owner):
 def test_createsuperuser_noinput_and_demo_user(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "VAR_DIR": str(tmp_path),
            "DJANGO_SUPERUSER_PASSWORD": "s3cret-pass-word"}
-    run = lambda *args: subprocess.run(  # noqa: E731
+    run = lambda *args: subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert run("migrate", "-v0").returncode == 0
