@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -390,6 +391,9 @@ def test_stop_action(admin_client, owner):
     stopped_event = SessionEvent.objects.get(session=running, event="execution:stopped")
     assert stopped_event.data == {"by": "admin"}
     assert NodeState.objects.get(session=running).status == "stopped"
+    assert LogEntry.objects.get(object_id=str(running.pk)).get_change_message() == (
+        "Stopped from the admin."
+    )
     done_before = Session.objects.values().get(pk=done.pk)
     assert done_before["status"] == SessionStatus.COMPLETED
     assert not SessionEvent.objects.filter(session=done).exists()
