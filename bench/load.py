@@ -20,7 +20,7 @@ compiled regular expression per frame (the envelope's key order is fixed by
 inside a JSON string is escaped, so the pattern cannot match inside a chunk); ``--parse json``
 decodes every frame fully (slower; the smoke test checks both agree).
 
-Usage (normally driven by ``bench/run.py``): the process reads a JSON spec on stdin, connects,
+Usage (normally driven by ``bench/run.py``): ``load.py SPEC.json``; the process connects,
 prints ``{"ready": ...}``, then obeys commands read from stdin, one JSON object per line:
 ``{"cmd": "start"}`` (each session's first viewer sends ``start_session``),
 ``{"cmd": "finish", "expect": {session_id: final_seq}, "timeout": s}`` (wait until every viewer
@@ -145,6 +145,7 @@ class Viewer(asyncio.Protocol):
         self.proto: ClientProtocol | None = None
         self.fragments: list[bytes] = []
         self.closed = False
+        self.acked = -2
 
     # -------------------------------------------------------------- connection
     async def connect(self) -> None:
@@ -160,8 +161,7 @@ class Viewer(asyncio.Protocol):
         await self.open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
         assert self.proto is not None
         request = self.proto.connect()
         if self.cookie:
@@ -366,6 +366,16 @@ async def _connect_all(viewers: list[Viewer], concurrency: int) -> tuple[int, li
     return sum(results), errors[:5]
 
 
+async def _ack_loop(viewers: list[Viewer], interval: float) -> None:
+    """Acknowledge progress (``ping`` with id ``a<seq>``): the flood's window is the slowest ack."""
+    while True:
+        for viewer in viewers:
+            if viewer.last >= 0 and viewer.last != viewer.acked and not viewer.closed:
+                viewer.acked = viewer.last
+                viewer.send_text(f'{{"cmd":"ping","id":"a{viewer.last}"}}')
+        await asyncio.sleep(interval)
+
+
 async def _read_line(reader: asyncio.StreamReader) -> dict[str, Any]:
     line = await reader.readline()
     if not line:
@@ -411,6 +421,9 @@ async def main_async(spec: dict[str, Any]) -> None:
            "connect_seconds": round(time.monotonic() - t0, 3), "pid": os.getpid()})
     cpu0 = _cpu()
     wall0 = time.time()
+    ack_ms = float(spec.get("ack_ms", 0))
+    if ack_ms > 0:
+        loop.create_task(_ack_loop(viewers, ack_ms / 1000.0))
     while True:
         command = await _read_line(reader)
         cmd = command.get("cmd")
@@ -481,7 +494,8 @@ def _rss() -> int:
 
 
 def main() -> None:
-    spec = json.loads(sys.stdin.readline())
+    with open(sys.argv[1]) as fh:
+        spec = json.load(fh)
     try:
         import uvloop
 

@@ -20,7 +20,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 
 from realtime import groups
 from realtime.eventlog import PendingEvent, StoredFrame, make_pending, store_events
@@ -50,11 +50,18 @@ async def broadcast(frames: list[StoredFrame]) -> None:
 
 
 def _store_in_thread(batch: list[PendingEvent]) -> list[StoredFrame]:
-    close_old_connections()
+    # The publisher's thread keeps its connection while batches follow each other (opening
+    # one per batch cost more than the insert: see docs/PERFORMANCE.md); ``_release_connection``
+    # applies CONN_MAX_AGE once the queue is empty; a failed batch drops the connection.
     try:
         return store_events(batch)
-    finally:
-        close_old_connections()
+    except Exception:
+        connection.close()
+        raise
+
+
+def _release_connection() -> None:
+    close_old_connections()
 
 
 class Publisher:
@@ -123,14 +130,22 @@ class Publisher:
                 by_session: dict[str, list[int]] = {}
                 for frame in frames:
                     by_session.setdefault(frame.session_id, []).append(frame.seq)
+                taken: dict[str, int] = {}
                 for item, future in batch:
                     seq_list = by_session.get(item.session_id)
+                    index = taken.get(item.session_id, 0)
+                    taken[item.session_id] = index + 1  # a cancelled future still used its seq
                     if future.done():
                         continue
-                    if seq_list:
-                        future.set_result(seq_list.pop(0))
+                    if seq_list and index < len(seq_list):
+                        future.set_result(seq_list[index])
                     else:
                         future.set_exception(LookupError(f"session {item.session_id} is gone"))
+            # queue empty: let the connection go as CONN_MAX_AGE says
+            try:
+                await loop.run_in_executor(self._executor, _release_connection)
+            except Exception:
+                log.exception("closing the publisher's database connection failed")
 
 
 _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (

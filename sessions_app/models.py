@@ -66,6 +66,7 @@ class Session(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(fields=["-created_at"], name="session_created"),
             models.Index(fields=["owner", "-created_at"], name="session_owner_created"),
             models.Index(fields=["status", "-created_at"], name="session_status_created"),
             models.Index(fields=["run_requested", "lease_expires_at"], name="session_run_queue"),
@@ -191,7 +192,10 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["session", "created_at", "id"]
-        indexes = [models.Index(fields=["session", "node_id"], name="message_session_node")]
+        indexes = [
+            models.Index(fields=["session", "node_id"], name="message_session_node"),
+            models.Index(fields=["session", "created_at"], name="message_session_created"),
+        ]
 
     def __str__(self) -> str:
         who = self.agent_id or (self.user and self.user.get_username()) or "?"

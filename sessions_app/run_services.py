@@ -8,7 +8,8 @@ once a second, everything else at node boundaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -52,11 +53,15 @@ def _node(session_id: Any, node_id: str) -> NodeState:
 
 @dataclass(frozen=True)
 class RunStart:
+    """What a runner needs to continue a run: the rows, as the previous runner left them."""
+
     status: str
     fresh: bool
-    completed: dict[str, str]  # node_id -> output
+    completed: dict[str, str]  # node_id -> output, for completed nodes
     node_status: dict[str, str]
     rounds: dict[str, int]
+    outputs: dict[str, str] = field(default_factory=dict)  # last completed answer of every node
+    interrupted: frozenset[str] = frozenset()  # nodes a dead runner left half-done
 
 
 def run_begin(*, session_id: Any) -> RunStart | None:
@@ -68,6 +73,7 @@ def run_begin(*, session_id: Any) -> RunStart | None:
         if session.status in FINISHED_STATUSES:
             return None
         fresh = session.status == SessionStatus.CREATED
+        interrupted: list[str] = []
         if fresh:
             session.status = SessionStatus.RUNNING
             session.started_at = timezone.now()
@@ -79,7 +85,7 @@ def run_begin(*, session_id: Any) -> RunStart | None:
                 data={"workflow": session.workflow_slug, "nodes": node_ids},
             )
         else:
-            _settle_interrupted(session)
+            interrupted = _settle_interrupted(session)
         nodes = list(session.node_states.all())
         return RunStart(
             status=session.status,
@@ -87,36 +93,60 @@ def run_begin(*, session_id: Any) -> RunStart | None:
             completed={n.node_id: n.output for n in nodes if n.status == "completed"},
             node_status={n.node_id: n.status for n in nodes},
             rounds={n.node_id: n.rounds for n in nodes},
+            outputs={n.node_id: n.output for n in nodes},
+            interrupted=frozenset(interrupted),
         )
 
 
-def _settle_interrupted(session: Session) -> None:
+INTERRUPTED_STATUSES = ("running", "paused", "stopped")
+
+
+def _settle_interrupted(session: Session) -> list[str]:
+    """Close what a dead runner left open and put its nodes back to pending.
+
+    A node the dead runner was streaming (or holding paused) gets its open message finalised
+    with the text viewers were actually sent (folded from the event log, which is the truth;
+    the row only has the last partial save), a ``stopped`` state saying why, then
+    ``pending``. A ``stopped`` node in a session that is still active was abandoned by a
+    runner that shut down and is reset the same way. Returns the node ids reset."""
     interrupted = list(
-        session.node_states.select_for_update().filter(status__in=["running", "paused"])
+        session.node_states.select_for_update().filter(status__in=INTERRUPTED_STATUSES)
     )
     if not interrupted:
-        return
+        return []
     state = fold(read_envelopes(str(session.pk)))
+    now = timezone.now()
     for node in interrupted:
         streamed = [m for m in state["messages"] if m["node_id"] == node.node_id]
-        message = (
-            Message.objects.filter(session=session, node_id=node.node_id, is_final=False)
-            .order_by("-id")
-            .first()
-        )
-        if message is not None:
-            if streamed:
-                message.text = streamed[-1]["text"]
-                message.thinking = streamed[-1]["thinking"]
-            message.is_final = True
-            message.save(update_fields=["text", "thinking", "is_final", "updated_at"])
-        node.status = "stopped"
-        node.finished_at = timezone.now()
-        node.save(update_fields=["status", "finished_at"])
-        _node_event(session.pk, node, error="interrupted: the runner restarted; running it again")
+        # A final message in the log belongs to an earlier round: this round never streamed.
+        current = streamed[-1] if streamed and not streamed[-1]["final"] else None
+        _close_open_message(session, node.node_id, current)
+        if node.status != "stopped":
+            node.status = "stopped"
+            node.finished_at = now
+            node.save(update_fields=["status", "finished_at"])
+            _node_event(session.pk, node, error="interrupted: the runner stopped; running it again")
         node.status = "pending"
         node.error = ""
-        node.save(update_fields=["status", "error"])
+        node.finished_at = None
+        node.save(update_fields=["status", "error", "finished_at"])
+        _node_event(session.pk, node)
+    return [node.node_id for node in interrupted]
+
+
+def _close_open_message(session: Session, node_id: str, streamed: dict[str, Any] | None) -> None:
+    message = (
+        Message.objects.filter(session=session, node_id=node_id, is_final=False)
+        .order_by("-id")
+        .first()
+    )
+    if message is None:
+        return
+    if streamed is not None:
+        message.text = streamed["text"]
+        message.thinking = streamed["thinking"]
+    message.is_final = True
+    message.save(update_fields=["text", "thinking", "is_final", "updated_at"])
 
 
 def node_begin(*, session_id: Any, node_id: str, agent_id: str, round: int) -> int:
@@ -305,26 +335,40 @@ def node_stopped(
 
 
 def nodes_skip(*, session_id: Any, node_ids: list[str], reason: str) -> None:
+    """Mark nodes that will never run (a dependency failed); a review still waiting counts."""
     with transaction.atomic():
         for node_id in node_ids:
             node = _node(session_id, node_id)
-            if node.status != "pending":
+            if node.status not in ("pending", "waiting_review"):
                 continue
             node.status = "skipped"
             node.error = reason
             node.finished_at = timezone.now()
             node.save(update_fields=["status", "error", "finished_at"])
             _node_event(session_id, node, error=reason)
+        HumanReview.objects.filter(
+            session_id=session_id, node_id__in=node_ids, status=ReviewStatus.PENDING
+        ).update(status=ReviewStatus.CANCELLED)
+
+
+def _seconds_left(review: HumanReview) -> int | None:
+    if review.deadline is None:
+        return None
+    return max(1, math.ceil((review.deadline - timezone.now()).total_seconds()))
 
 
 def review_open(
     *, session_id: Any, node_id: str, reviewed_node_id: str, round: int, reason: str,
     timeout: int | None,
 ) -> HumanReview:
-    """Ask a human: the session waits (unless it is paused, in which case it stays paused)."""
+    """Ask a human: the session waits (unless it is paused, in which case it stays paused).
+
+    Idempotent per (node, round): a runner taking over re-asks a review that is still
+    pending, keeping the original deadline (the ``timeout`` sent is what is left of it), and
+    returns an already decided review untouched."""
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session_id)
-        review, _ = HumanReview.objects.get_or_create(
+        review, created = HumanReview.objects.get_or_create(
             session=session, node_id=node_id, round=round,
             defaults={
                 "reviewed_node_id": reviewed_node_id, "reason": reason,
@@ -346,11 +390,57 @@ def review_open(
         publish_sync(
             session_id=session.pk, event="human_interaction_required", node_id=node_id,
             data={
-                "node_id": node_id, "reason": reason, "timeout": timeout,
+                "node_id": node_id, "reason": review.reason,
+                "timeout": timeout if created else _seconds_left(review),
                 "reviewed_node_id": reviewed_node_id, "round": round,
             },
         )
         return review
+
+
+def review_auto_approve(
+    *, session_id: Any, node_id: str, reviewed_node_id: str, round: int, reason: str, comment: str
+) -> HumanReview:
+    """Record the automatic approval once the rejection rounds are spent.
+
+    Nobody is asked (no human_interaction_required): the round is stored as decided by
+    nobody, with the note as its comment, and announced with review_submitted."""
+    with transaction.atomic():
+        Session.objects.select_for_update().get(pk=session_id)
+        review, created = HumanReview.objects.get_or_create(
+            session_id=session_id, node_id=node_id, round=round,
+            defaults={
+                "reviewed_node_id": reviewed_node_id, "reason": reason,
+                "status": ReviewStatus.DECIDED, "decision": "approve", "comment": comment,
+                "decided_at": timezone.now(),
+            },
+        )
+        if created:
+            publish_sync(
+                session_id=session_id, event="review_submitted", node_id=node_id,
+                data={"node_id": node_id, "decision": "approve", "comment": comment, "by": None,
+                      "timed_out": False},
+            )
+        return review
+
+
+def answered_after(*, session_id: Any, node_id: str, moment: Any) -> bool:
+    """Did the node complete an answer after ``moment`` (a review decision)? Lets a runner
+    that takes over tell whether the retry a rejection asked for already happened."""
+    return NodeState.objects.filter(
+        session_id=session_id, node_id=node_id, status="completed", finished_at__gt=moment
+    ).exists()
+
+
+def review_comments(*, session_id: Any, node_id: str) -> list[str]:
+    """Non-empty comments of a review node's approved rounds, for the nodes after it."""
+    return [
+        comment
+        for comment in HumanReview.objects.filter(
+            session_id=session_id, node_id=node_id, decision="approve"
+        ).order_by("round").values_list("comment", flat=True)
+        if comment
+    ]
 
 
 def review_state(*, session_id: Any, node_id: str, round: int) -> HumanReview | None:
@@ -384,6 +474,17 @@ def session_status(*, session_id: Any) -> str | None:
     return Session.objects.filter(pk=session_id).values_list("status", flat=True).first()
 
 
+def _failure_text(session: Session) -> str:
+    """Name the node that made the run fail, so execution:failed says why."""
+    failed = session.node_states.filter(status="failed").order_by("id").first()
+    if failed is not None:
+        return f"node {failed.node_id!r} failed: {failed.error or 'no reason given'}"[:2000]
+    other = session.node_states.exclude(status="completed").order_by("id").first()
+    if other is not None:
+        return f"node {other.node_id!r} did not complete ({other.status})"
+    return "the run failed"
+
+
 def run_finish(*, session_id: Any, error: str = "") -> str | None:
     """End the run: completed when every node completed, failed otherwise (a stopped session
     stays stopped). Totals are recomputed from the usage rows so they always equal their sum."""
@@ -399,11 +500,11 @@ def run_finish(*, session_id: Any, error: str = "") -> str | None:
             "cost_usd", "nodes_completed", "nodes_failed", "updated_at",
         ]
         if session.status in ACTIVE_STATUSES:
-            failed = session.node_states.filter(status__in=["failed", "skipped"]).exists()
+            unfinished = session.node_states.exclude(status="completed").exists()
             session.finished_at = timezone.now()
-            if failed or error:
+            if unfinished or error:
                 session.status = SessionStatus.FAILED
-                session.error = error or "a node failed"
+                session.error = error or _failure_text(session)
                 publish_sync(
                     session_id=session.pk, event="execution:failed",
                     data={"error": session.error},

@@ -67,15 +67,20 @@ CONTROL = "control"
 
 
 def session_access(*, user: AbstractBaseUser, session: Session) -> str | None:
-    """Who may do what: owner and staff control; a share grants watch or control."""
+    """Who may do what: the owner controls; staff control with the admin's change permission
+    and watch with view permission (the same rule as the admin); a share grants watch or control."""
     if not user.is_authenticated or not user.is_active:
         return None
-    if user.is_staff or session.owner_id == user.pk:
+    if session.owner_id == user.pk:
+        return CONTROL
+    if user.is_staff and user.has_perm("sessions_app.change_session"):
         return CONTROL
     share = SessionShare.objects.filter(session=session, user=user).first()
-    if share is None:
-        return None
-    return CONTROL if share.can_control else WATCH
+    if share is not None:
+        return CONTROL if share.can_control else WATCH
+    if user.is_staff and user.has_perm("sessions_app.view_session"):
+        return WATCH
+    return None
 
 
 # ------------------------------------------------------------------------ create / share

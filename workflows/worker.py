@@ -14,8 +14,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 import weakref
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -44,12 +46,19 @@ def _claimable() -> Any:
     )
 
 
-def claim_runs(*, owner: str, limit: int, lease_seconds: float) -> list[str]:
-    """Take up to ``limit`` runs nobody holds; safe with any number of competing executors."""
+def claim_runs(
+    *, owner: str, limit: int, lease_seconds: float, only: Collection[str] | None = None
+) -> list[str]:
+    """Take up to ``limit`` runs nobody holds; safe with any number of competing executors.
+
+    ``only`` restricts the claim to those sessions (a headless ``run_workflow`` must not
+    pick up other people's queued runs)."""
     claimed: list[str] = []
     expires = timezone.now() + timedelta(seconds=lease_seconds)
     with transaction.atomic():
         query = _claimable().order_by("created_at")
+        if only is not None:
+            query = query.filter(pk__in=list(only))
         if connection.vendor == "postgresql":
             query = query.select_for_update(skip_locked=True)
         for session_id in list(query.values_list("id", flat=True)[:limit]):
@@ -73,6 +82,15 @@ def renew_lease(*, session_id: str, owner: str, lease_seconds: float) -> str | N
     return Session.objects.filter(pk=session_id).values_list("status", flat=True).first()
 
 
+def take_lease(*, session_id: str, owner: str, lease_seconds: float) -> bool:
+    """Lease one session to ``owner`` unless a live runner holds it (used right after
+    queueing a run that this process will execute itself)."""
+    expires = timezone.now() + timedelta(seconds=lease_seconds)
+    return bool(
+        _claimable().filter(pk=session_id).update(lease_owner=owner, lease_expires_at=expires)
+    )
+
+
 def release_lease(*, session_id: str, owner: str) -> None:
     Session.objects.filter(pk=session_id, lease_owner=owner).update(
         lease_owner="", lease_expires_at=None
@@ -85,9 +103,15 @@ def load_definition(session_id: str) -> WorkflowDefinition:
 
 
 class Executor:
-    def __init__(self, *, owner: str | None = None, max_runs: int = 100) -> None:
+    """Claims runs (unless ``claim=False`` is passed to start), executes each in a
+    SessionRunner, renews their leases and forwards run-control messages to them."""
+
+    def __init__(
+        self, *, owner: str | None = None, max_runs: int = 100, only: Collection[str] | None = None
+    ) -> None:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.max_runs = max_runs
+        self.only = None if only is None else {str(sid) for sid in only}
         self.runs: dict[str, asyncio.Task[Any]] = {}
         self.runners: dict[str, SessionRunner] = {}
         self.wake = asyncio.Event()
@@ -97,18 +121,27 @@ class Executor:
         self.stopping = False
         self.starting: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, claim: bool = True) -> None:
         self.channel = await self.layer.new_channel(prefix="executor")
-        with contextlib.suppress(Exception):
-            await self.layer.group_add(groups.WORKERS_GROUP, self.channel)
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._claim_loop(), name="executor-claim"),
-            loop.create_task(self._control_loop(), name="executor-control"),
-        ]
+        self._tasks = [loop.create_task(self._control_loop(), name="executor-control")]
+        if claim:
+            with contextlib.suppress(Exception):
+                await self.layer.group_add(groups.WORKERS_GROUP, self.channel)
+            self._tasks.append(loop.create_task(self._claim_loop(), name="executor-claim"))
+
+    def execute(self, session_id: str) -> asyncio.Task[Any]:
+        """Run a session whose lease this executor already holds (see take_lease)."""
+        self._start_run(str(session_id))
+        return self.runs[str(session_id)]
 
     async def close(self) -> None:
+        """Shut down without deciding anything for the runs: they are abandoned as they are
+        (nothing is marked stopped) and their leases released, so another executor continues
+        them at once, exactly as after a crash."""
         self.stopping = True
+        for runner in list(self.runners.values()):
+            runner.abandon()
         for task in [*self._tasks, *self.runs.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self.runs.values(), return_exceptions=True)
@@ -119,7 +152,8 @@ class Executor:
                 free = self.max_runs - len(self.runs)
                 if free > 0:
                     for session_id in await database_sync_to_async(claim_runs)(
-                        owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS
+                        owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS,
+                        only=self.only,
                     ):
                         self._start_run(session_id)
             except asyncio.CancelledError:
@@ -182,9 +216,12 @@ class Executor:
                 await database_sync_to_async(release_lease)(session_id=session_id, owner=self.owner)
 
     async def _renew(self, session_id: str, runner: SessionRunner) -> None:
+        """Keep the lease while the run lasts, and re-read the session status each time so a
+        lost pause/resume/stop/review message is recovered within a renewal interval."""
         interval = max(0.2, settings.WORKER_LEASE_SECONDS / 3)
         while True:
             await asyncio.sleep(interval)
+            read_at = time.monotonic()
             try:
                 status = await database_sync_to_async(renew_lease)(
                     session_id=session_id, owner=self.owner,
@@ -196,13 +233,15 @@ class Executor:
                 log.exception("lease renewal for %s failed", session_id)
                 continue
             if status is None:
+                if runner.finishing:  # run_finish released the lease itself
+                    return
                 log.warning("lease on %s lost: another runner took it over", session_id)
-                runner.stop()
+                runner.abandon()
                 task = self.runs.get(session_id)
                 if task is not None:
                     task.cancel()
                 return
-            runner.apply_status(status)
+            runner.apply_status(status, read_at=read_at)
 
 
 _embedded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Executor] = (

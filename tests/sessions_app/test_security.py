@@ -29,3 +29,20 @@ def test_admin_is_staff_only(client, owner):
     client.force_login(owner)
     response = client.get("/admin/")
     assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+def test_staff_roles_in_the_room_follow_admin_permissions(owner):
+    from django.contrib.auth.models import Permission
+
+    from tests.conftest import make_user
+
+    session = services.session_create(owner=owner, workflow_slug="quick-chat")
+    viewer = make_user("viewstaff", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_session", content_type__app_label="sessions_app"))
+    editor = make_user("editstaff", is_staff=True)
+    editor.user_permissions.add(Permission.objects.get(codename="change_session", content_type__app_label="sessions_app"))
+    plain_staff = make_user("plainstaff", is_staff=True)
+    assert services.session_access(user=viewer, session=session) == services.WATCH
+    assert services.session_access(user=editor, session=session) == services.CONTROL
+    assert services.session_access(user=plain_staff, session=session) is None
+    assert services.session_access(user=owner, session=session) == services.CONTROL
