@@ -54,6 +54,7 @@ class Viewer:
         "filling",
         "last_received",
         "last_seq",
+        "limit",
         "on_gap",
         "pending",
         "session_id",
@@ -73,6 +74,7 @@ class Viewer:
         self.last_seq = 0
         self.buffered: list[tuple[int, str]] = []  # before activation
         self.pending: list[str] = []
+        self.limit = settings.WS_SEND_BUFFER_EVENTS
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_received = time.monotonic()
@@ -93,6 +95,39 @@ class Viewer:
             return
         self.last_seq = seq
         self._enqueue(text)
+
+    def push_run(self, run: list[tuple[int, str]], texts: list[str]) -> None:
+        """A run of consecutive seqs (``texts`` its frames): O(1) Python work per viewer.
+
+        The hub fans every layer message out to every local viewer; doing it per event per
+        viewer cost more than everything else in a flood (docs/PERFORMANCE.md).
+        """
+        if self.closed:
+            return
+        if not self.active or self.filling:
+            self.buffered.extend(run)
+            return
+        last = run[-1][0]
+        if last <= self.last_seq:
+            return
+        first = run[0][0]
+        if first > self.last_seq + 1:
+            if self.on_gap is None:  # not yet wired to the log: per-event rules
+                for seq, text in run:
+                    self.push(seq, text)
+                return
+            self.filling = True
+            self.buffered.extend(run)
+            self.on_gap(self)
+            return
+        skip = self.last_seq + 1 - first
+        self.last_seq = last
+        self.pending.extend(texts[skip:] if skip else texts)
+        if len(self.pending) > self.limit:
+            self.pending = []
+            self.overflow()
+            return
+        self._wake.set()
 
     def refill(self, missing: list[tuple[int, str]]) -> None:
         """Deliver what the log had, then the held live frames, in seq order."""
@@ -123,7 +158,7 @@ class Viewer:
 
     def _enqueue(self, text: str) -> None:
         self.pending.append(text)
-        if len(self.pending) > settings.WS_SEND_BUFFER_EVENTS:
+        if len(self.pending) > self.limit:
             self.pending = []
             self.overflow()
             return
@@ -324,12 +359,26 @@ class Hub:
 
     def _deliver(self, subs: _Subscription, frames: list[tuple[int, str]]) -> None:
         subs.last_frame_at = time.monotonic()
-        for seq, text in frames:
-            if subs.head is not None and seq <= subs.head:
+        head = subs.head
+        run: list[tuple[int, str]] = []
+        for item in frames:
+            seq = item[0]
+            if head is not None and seq <= head:
                 continue
-            subs.head = seq
-            for viewer in subs.viewers:
-                viewer.push(seq, text)
+            if run and seq != run[-1][0] + 1:
+                self._fan_out(subs, run)
+                run = []
+            run.append(item)
+            head = seq
+        subs.head = head
+        if run:
+            self._fan_out(subs, run)
+
+    @staticmethod
+    def _fan_out(subs: _Subscription, run: list[tuple[int, str]]) -> None:
+        texts = [text for _, text in run]
+        for viewer in list(subs.viewers):
+            viewer.push_run(run, texts)
 
     async def _receive_loop(self, channel: str) -> None:
         while True:

@@ -172,7 +172,7 @@ def session_start(*, session_id: str, user: AbstractBaseUser | None) -> Session:
 
 def session_pause(*, session_id: str, user: AbstractBaseUser | None) -> Session:
     session = _locked(session_id)
-    if session.status != SessionStatus.RUNNING:
+    if session.status not in (SessionStatus.RUNNING, SessionStatus.WAITING_REVIEW):
         raise InvalidState(f"cannot pause a session that is {session.status}")
     session.status = SessionStatus.PAUSED
     session.save(update_fields=["status", "updated_at"])
