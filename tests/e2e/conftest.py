@@ -45,13 +45,14 @@ class Site:
         return sqlite3.connect(self.tmp / "db.sqlite3", timeout=10)
 
     def transcript(self, session_id: str) -> list[tuple[str, str]]:
-        """(node_id or 'user', text) of every stored message, in the order the room shows them."""
+        """(node_id or 'user', text) of every stored message, sorted (the room places an agent
+        message at its first token, the database at the node's start: the order may differ)."""
         with self.db() as conn:
             rows = conn.execute(
                 "select kind, node_id, text from sessions_app_message where session_id = ? order by id",
                 (session_id.replace("-", ""),),
             ).fetchall()
-        return [("user" if kind == "user" else node, text) for kind, node, text in rows]
+        return sorted(("user" if kind == "user" else node, text) for kind, node, text in rows)
 
     def session_row(self, session_id: str) -> dict[str, Any]:
         with self.db() as conn:
@@ -114,11 +115,11 @@ def create_session(page: Page, workflow: str, title: str) -> str:
 
 
 def page_transcript(page: Page) -> list[tuple[str, str]]:
-    """(node_id or 'user', text) of every message on the page, in page order."""
+    """(node_id or 'user', text) of every message on the page, sorted like Site.transcript."""
     rows = page.evaluate(
         """() => window.__room.state.messages.map(m => [m.kind === 'user' ? 'user' : m.node_id, m.text])"""
     )
-    return [tuple(row) for row in rows]
+    return sorted(tuple(row) for row in rows)
 
 
 def wait_status(page: Page, status: str, timeout: float = 60_000) -> None:

@@ -359,15 +359,20 @@ async def test_pause_while_waiting_for_review_returns_to_waiting(flows, executor
     sid = await create_session(owner, "reviewed")
     assert await command(sid, owner, "start_session") is None
     await wait_event(sid, is_event("human_interaction_required"))
-    if await command(sid, owner, "pause_session") == "invalid_state":
-        pytest.xfail("services.session_pause refuses a session that is waiting_review")
+    assert await command(sid, owner, "pause_session") is None
     assert (await session_row(sid)).status == "paused"
     assert await command(sid, owner, "resume_session") is None
-    assert (await session_row(sid)).status == "waiting_review"
     await asyncio.sleep(0.2)
     assert (await session_row(sid)).status == "waiting_review"
+    # decided while paused: recorded at once, but the next node starts only on resume
+    assert await command(sid, owner, "pause_session") is None
     assert await command(sid, owner, "submit_review", node_id="check", decision="approve") is None
+    await asyncio.sleep(0.3)
+    assert (await session_row(sid)).status == "paused"
+    assert "final" not in states(await events(sid))
+    assert await command(sid, owner, "resume_session") is None
     assert await wait_finished(sid) == "completed"
+    assert states(await events(sid))["check"] == ["waiting_review", "completed"]
 
 
 # ----------------------------------------------------------------------------- reviews
