@@ -105,6 +105,7 @@ class Stats:
     first_recv: float = 0.0
     last_recv: float = 0.0
     max_latency_ms: float = 0.0
+    gap_at: list[tuple[int, int]] = field(default_factory=list)  # (last seen, next seen)
 
 
 class Shared:
@@ -294,6 +295,8 @@ class Viewer(asyncio.Protocol):
                 continue
             if seq != last + 1:
                 stats.gaps += seq - last - 1
+                if len(stats.gap_at) < 5:
+                    stats.gap_at.append((last, seq))
             last = seq
             n += 1
             ts = cache.get(raw_ts)
@@ -463,7 +466,8 @@ async def main_async(spec: dict[str, Any]) -> None:
                         {"s": sid[:8], "events": s.events, "dups": s.dups, "gaps": s.gaps,
                          "missing": missing, "frames": s.frames, "bytes": s.bytes,
                          "reconnects": s.reconnects, "first": s.first_recv, "last": s.last_recv,
-                         "max_ms": round(s.max_latency_ms, 1), "closes": s.closes[-3:]}
+                         "max_ms": round(s.max_latency_ms, 1), "closes": s.closes[-3:],
+                         "gap_at": s.gap_at, "at": viewer.last}
                     )
             _emit({
                 "report": True,

@@ -242,7 +242,10 @@ def summarize(workload: str, system: str, reports: list[dict[str, Any]], *,
         server_cpu=100.0 * server_cpu_s / max(wall_s, 1e-3),
         server_rss_mb=rss_peak / 2**20, client_cpu=100.0 * client_cpu / max(wall_s, 1e-3),
         extra=dict(note or {}, min_events=min((c["events"] for c in clients), default=0),
-                   clients_with_loss=sum(1 for c in clients if c["gaps"] or c["missing"])),
+                   clients_with_loss=sum(1 for c in clients if c["gaps"] or c["missing"]),
+                   lossy=[{k: c[k] for k in ("s", "gaps", "missing", "gap_at", "at", "reconnects",
+                                             "closes")}
+                          for c in clients if c["gaps"] or c["missing"] or c["dups"]][:3]),
     )
 
 
