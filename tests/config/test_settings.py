@@ -1,0 +1,52 @@
+"""Settings read from the environment; DEBUG=0 passes Django's deployment checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_check_deploy_is_clean_with_debug_off(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DEBUG": "0", "SECRET_KEY": "x" * 20 + "a-long-random-secret-key-for-tests-0987654321",
+             "ALLOWED_HOSTS": "meet.example.com", "VAR_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
+    result = run_python("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup()",
+                        DEBUG="0", SECRET_KEY="", VAR_DIR=str(tmp_path))
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_environment_switches_database_and_channel_layer(tmp_path):
+    code = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings';"
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'],"
+        " s.CHANNEL_LAYERS['default']['BACKEND'], s.ALLOWED_HOSTS)"
+    )
+    result = run_python(code, DATABASE_URL="postgres://u:p@127.0.0.1:5432/meet",
+                        REDIS_URL="redis://127.0.0.1:6379/3", ALLOWED_HOSTS="a.example,b.example",
+                        VAR_DIR=str(tmp_path))
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql", "meet", "channels_redis.core.RedisChannelLayer",
+        "['a.example',", "'b.example']",
+    ]
+    default = run_python(code, VAR_DIR=str(tmp_path), DATABASE_URL="", REDIS_URL="")
+    engine, name, layer, _ = default.stdout.split(maxsplit=3)
+    assert engine == "django.db.backends.sqlite3" and name.endswith("db.sqlite3")
+    assert layer == "channels.layers.InMemoryChannelLayer"
