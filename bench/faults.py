@@ -285,19 +285,20 @@ class Cluster:
                 self.pg_proxy = TcpProxy(PG_PORT).start()
                 self.proxies.append(self.pg_proxy)
                 pg_port = self.pg_proxy.port
-            self.env = procs.child_env(
-                DATABASE_URL=self.db.url(pg_port),
-                REDIS_URL=f"redis://127.0.0.1:{redis_port}/{redis_db}",
-                WORKFLOW_EXECUTOR="worker",
-                WORKER_LEASE_SECONDS="2",
-                WORKER_POLL_SECONDS="0.2",
-                SCRIPTED_TOKENS_PER_SECOND="20",
-                TOKEN_COALESCE_MS="50",
-                VAR_DIR=str(self.workdir),
-                LOG_LEVEL="WARNING",
-                WHITENOISE_USE_FINDERS="0",
-                **self.extra_env,
-            )
+            settings = {
+                "DATABASE_URL": self.db.url(pg_port),
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{redis_db}",
+                "WORKFLOW_EXECUTOR": "worker",
+                "WORKER_LEASE_SECONDS": "2",
+                "WORKER_POLL_SECONDS": "0.2",
+                "SCRIPTED_TOKENS_PER_SECOND": "20",
+                "TOKEN_COALESCE_MS": "50",
+                "VAR_DIR": str(self.workdir),
+                "LOG_LEVEL": "WARNING",
+                "WHITENOISE_USE_FINDERS": "0",
+            }
+            settings.update(self.extra_env)
+            self.env = procs.child_env(**settings)
             procs.run_manage(["migrate", "--noinput", "-v", "0"], env=self.env, timeout=180)
         except BaseException:
             self.stop()
@@ -451,6 +452,20 @@ def unpack(frame: dict[str, Any]) -> list[dict[str, Any]]:
     return frame["data"]["events"] if frame["event"] == "batch" else [frame]
 
 
+async def _small_socket(port: int, rcvbuf: int) -> Any:
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass
 class Viewer:
     """A browser tab, as far as delivery goes: seq bookkeeping, reconnect with last_seq,
@@ -462,6 +477,8 @@ class Viewer:
     cookie: str
     server_index: int = 0
     max_queue: int = 16
+    rcvbuf: int = 0  # > 0: a small socket receive buffer (a slow reader fills it fast)
+    compression: str | None = "deflate"  # None: no permessage-deflate
     heartbeat: float = 15.0
     last_seq: int = -1
     base_state: dict[str, Any] | None = None
@@ -532,11 +549,14 @@ class Viewer:
             code: int | None = None
             reason = ""
             opened = False
+            extra: dict[str, Any] = {}
             try:
+                if self.rcvbuf:
+                    extra["sock"] = await _small_socket(web.port, self.rcvbuf)
                 async with connect(
                     url, additional_headers={"Cookie": f"sessionid={self.cookie}", "Origin": web.base},
                     open_timeout=10, max_size=None, max_queue=self.max_queue, ping_interval=None,
-                    close_timeout=2,
+                    close_timeout=2, compression=self.compression, **extra,
                 ) as ws:
                     opened = True
                     self.ws = ws
@@ -722,230 +742,3 @@ async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-# ============================================================================ scenarios
-
-
-def _latency_between(viewers: list[Viewer], since: float, until: float = 1e18) -> list[float]:
-    """Latencies of the events *published* (envelope timestamp) in [since, until)."""
-    return [lat for v in viewers for recv, _, lat in v.latencies if since <= recv - lat < until]
-
-
-async def _wait_progress(viewers: list[Viewer], seq: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(v.last_seq < seq for v in viewers):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"viewers did not reach seq {seq}: {[v.last_seq for v in viewers]}")
-        await asyncio.sleep(0.05)
-
-
-async def _say(viewer: Viewer, text: str) -> None:
-    if not await viewer.send("user_input", {"text": text}):
-        raise RuntimeError(f"{viewer.name} could not send")
-
-
-async def scenario_redis(workdir: Path, *, per_web: int = 3, sessions: int = 2, tokens: int = 60,
-                         outage: float = 3.0, mode: str = "restart") -> dict[str, Any]:
-    """Redis restarted (``mode="restart"``: private server SIGKILLed, started again empty) or
-    its link reset (``mode="blip"``: TCP proxy cut, Redis keeps its data) mid-run.
-
-    Viewers watch ``sessions`` runs from two web processes. During the outage a command is
-    sent, a viewer joins a session already watched on its process ("late joiner"), and a
-    viewer joins a session nobody watched on its process yet ("first joiner": its process
-    must subscribe to the session's group while Redis is down). After it, a command sent on
-    web 0 is timed until every viewer on web 1 has it."""
-    result: dict[str, Any] = {"scenario": f"redis-{mode}", "outage_s": outage}
-    with Cluster(workdir, redis="private", redis_proxy=(mode == "blip")) as cluster:
-        webs = [cluster.add_web(), cluster.add_web()]
-        cluster.add_worker()
-        data = cluster.setup(
-            users=["alice"], workflows=[chain_workflow(tokens)],
-            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions + 1)],
-        )
-        sids, cookie = data["sessions"], data["cookies"]["alice"]
-        lonely = sids[-1]  # watched by nobody until the outage
-        viewers = [
-            Viewer(f"s{i}-w{w}-{k}", webs, sid, cookie, server_index=w)
-            for i, sid in enumerate(sids[:-1]) for w in range(2) for k in range(per_web)
-        ]
-        await start_viewers(viewers)
-        await in_thread(cluster.start_runs, sids)
-        await _wait_progress(viewers, 8, 30)
-        t_cut = time.time()
-        if mode == "restart":
-            cluster.redis.kill()
-        else:
-            cluster.redis_proxy.cut()
-        log(f"redis {mode}: cut")
-        await asyncio.sleep(outage / 2)
-        await _say(viewers[0], "said while Redis was down")
-        late = Viewer("late-joiner", webs, sids[0], cookie, server_index=1)
-        first = Viewer("first-joiner", webs, lonely, cookie, server_index=1)
-        late.start()
-        first.start()
-        await asyncio.sleep(outage / 2)
-        if mode == "restart":
-            await in_thread(cluster.redis.start)
-        else:
-            cluster.redis_proxy.restore()
-        t_back = time.time()
-        log("redis back")
-        everyone = [*viewers, late, first]
-        await asyncio.sleep(1.0)
-        marker = "said after Redis came back"
-        marker_at = time.time()
-        await _say(viewers[0], marker)
-        statuses = await in_thread(cluster.wait_finished, sids, 60)
-        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
-        await wait_viewers(everyone, heads, 20)
-        after_ms = [
-            recv - marker_at
-            for v in everyone if v.session_id == sids[0] and v.server_index % 2 == 1
-            for (recv, seq, _), env in zip(v.latencies, v.events[-len(v.latencies):], strict=False)
-            if env["event"] == "user_message" and env["data"]["text"] == marker
-        ]
-        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
-        check = check_viewers(cluster, everyone, sids, snaps)
-        await stop_viewers(everyone)
-        live_before = _latency_between(viewers, 0, t_cut)
-        live_after = _latency_between(viewers, t_back + 2)
-        result.update(
-            statuses=statuses, **check,
-            first_joiner={"connects": len(first.connected_at), "closes": first.closes[:5],
-                          "last_seq": first.last_seq, "head": heads[lonely]},
-            latency_before_ms={"p50": ms(pct(live_before, 50)), "p99": ms(pct(live_before, 99))},
-            latency_after_ms={"p50": ms(pct(live_after, 50)), "p99": ms(pct(live_after, 99)),
-                              "n": len(live_after)},
-            command_after_outage_ms={"max": ms(max(after_ms)) if after_ms else None,
-                                     "n": len(after_ms)},
-            log_problems=cluster.log_problems()[:20],
-        )
-    return result
-
-
-async def scenario_web_kill(workdir: Path, *, per_web: int = 4, sessions: int = 2, tokens: int = 60,
-                            server: str = "daphne") -> dict[str, Any]:
-    """SIGKILL one of two web processes mid-stream; its viewers reconnect (with last_seq) to
-    the other one, as behind a load balancer, and must end with the complete transcript."""
-    result: dict[str, Any] = {"scenario": "web-kill", "server": server}
-    with Cluster(workdir) as cluster:
-        webs = [cluster.add_web(server), cluster.add_web(server)]
-        cluster.add_worker()
-        data = cluster.setup(
-            users=["alice"], workflows=[chain_workflow(tokens)],
-            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
-        )
-        sids, cookie = data["sessions"], data["cookies"]["alice"]
-        viewers = [
-            Viewer(f"s{i}-w{w}-{k}", webs, sid, cookie, server_index=w)
-            for i, sid in enumerate(sids) for w in range(2) for k in range(per_web)
-        ]
-        await start_viewers(viewers)
-        await in_thread(cluster.start_runs, sids)
-        await _wait_progress(viewers, 15, 30)
-        victims = [v for v in viewers if v.server_index == 0]
-        at_kill = {v.name: v.last_seq for v in victims}
-        webs[0].proc.kill()
-        t_kill = time.time()
-        log("web 0 killed")
-        statuses = await in_thread(cluster.wait_finished, sids, 60)
-        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
-        await wait_viewers(viewers, heads, 30)
-        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
-        check = check_viewers(cluster, viewers, sids, snaps)
-        await stop_viewers(viewers)
-        resumed = []
-        for v in victims:
-            back = [t for t, port in v.connected_at if t > t_kill and port == webs[1].port]
-            if back:
-                resumed.append(back[0] - t_kill)
-        replayed = [
-            sum(1 for recv, seq, _ in v.latencies if seq > at_kill[v.name] and recv > t_kill)
-            for v in victims
-        ]
-        result.update(
-            statuses=statuses, **check,
-            moved_viewers=len(resumed), of=len(victims),
-            reconnect_s={"max": round(max(resumed), 2) if resumed else None,
-                         "median": round(statistics.median(resumed), 2) if resumed else None},
-            events_after_kill_per_moved_viewer=round(statistics.mean(replayed), 1) if replayed else 0,
-        )
-    return result
-
-
-async def scenario_worker_kill(workdir: Path, *, per_web: int = 2, sessions: int = 2,
-                               tokens: int = 60) -> dict[str, Any]:
-    """SIGKILL the worker running the sessions mid-run; a second worker takes over once the
-    lease (2 s) expired. Viewers watch from two web processes. Checked: complete transcript
-    for every viewer, no completed node started again, one usage row per node and round,
-    session totals = sum of the usage rows = execution:completed figures."""
-    result: dict[str, Any] = {"scenario": "worker-kill"}
-    with Cluster(workdir) as cluster:
-        webs = [cluster.add_web(), cluster.add_web()]
-        worker_a = cluster.add_worker("worker-a")
-        data = cluster.setup(
-            users=["alice"], workflows=[chain_workflow(tokens)],
-            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
-        )
-        sids, cookie = data["sessions"], data["cookies"]["alice"]
-        viewers = [
-            Viewer(f"s{i}-w{w}-{k}", webs, sid, cookie, server_index=w)
-            for i, sid in enumerate(sids) for w in range(2) for k in range(per_web)
-        ]
-        await start_viewers(viewers)
-        await in_thread(cluster.start_runs, sids)
-
-        def parallel_stage() -> bool:
-            return all(
-                sum(1 for n in cluster.node_rows(sid).values() if n["status"] == "running") >= 2
-                for sid in sids
-            )
-
-        await in_thread(procs.wait_until, parallel_stage, timeout=30, interval=0.05, what="parallel stage")
-        before = {sid: cluster.node_rows(sid) for sid in sids}
-        worker_a.kill()
-        t_kill = time.time()
-        before = {sid: cluster.node_rows(sid) for sid in sids}  # what the dead worker left
-        log("worker-a killed")
-        cluster.add_worker("worker-b")
-        statuses = await in_thread(cluster.wait_finished, sids, 60)
-        t_end = time.time()
-        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
-        await wait_viewers(viewers, heads, 30)
-        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
-        check = check_viewers(cluster, viewers, sids, snaps)
-        await stop_viewers(viewers)
-        problems = check["problems"]
-        takeover_s = []
-        for sid in sids:
-            events = cluster.stored_events(sid)
-            starts: dict[str, int] = {}
-            for _, name, node, data_, *_ in events:
-                if name == "node_state_change" and data_["status"] == "running":
-                    starts[node] = starts.get(node, 0) + 1
-            for node, row in before[sid].items():
-                if row["status"] == "completed" and starts.get(node) != 1:
-                    problems.append(f"{sid[:8]}: completed node {node} started {starts.get(node)} times")
-            usage = cluster.usage_rows(sid)
-            keys = [(node, rnd) for node, rnd, *_ in usage]
-            if len(keys) != len(set(keys)) or sorted(keys) != sorted((n, 1) for n in before[sid]):
-                problems.append(f"{sid[:8]}: usage rows {keys}")
-            row = cluster.session(sid)
-            totals = (sum(u[2] for u in usage), sum(u[3] for u in usage), sum(u[4] for u in usage))
-            if (row["input_tokens"], row["output_tokens"], row["cost_usd"]) != totals:
-                problems.append(f"{sid[:8]}: session totals {row} != usage sum {totals}")
-            done = [d for _, name, _, d, *_ in events if name == "execution:completed"]
-            if not done or (done[0]["input_tokens"], done[0]["output_tokens"]) != totals[:2]:
-                problems.append(f"{sid[:8]}: execution:completed {done} != usage sum {totals}")
-            interrupted_at = [
-                d for _, name, _, d, *_ in events
-                if name == "node_state_change" and (d.get("error") or "").startswith("interrupted")
-            ]
-            del interrupted_at
-        takeover_s.append(round(t_end - t_kill, 2))
-        result.update(
-            statuses=statuses, **check,
-            interrupted_nodes=sorted({n for sid in sids for n, r in before[sid].items() if r["status"] == "running"}),
-            completed_before_kill=sorted({n for sid in sids for n, r in before[sid].items() if r["status"] == "completed"}),
-            kill_to_end_s=takeover_s[0],
-        )
-    return result

@@ -51,6 +51,7 @@ from websockets.uri import parse_uri
 _EVENT_RE = re.compile(
     rb'"timestamp":"([^"]*)","node_id":(?:null|"(?:[^"\\]|\\.)*"),"seq":(\d+)'
 )
+_SNAPSHOT = b'{"event":"snapshot"'
 _DONE_RE = re.compile(rb'"event":"execution:(?:completed|failed|stopped)"')
 HIST_MS = 60_000  # latencies above 60 s fall in the last bucket
 
@@ -265,13 +266,11 @@ class Viewer(asyncio.Protocol):
         now = time.time()
         stats.frames += 1
         stats.bytes += len(data)
-        if self.last < 0 or data.startswith(b'{"event":"snapshot"'):
-            frame = json.loads(data)
-            if frame["event"] == "snapshot":
-                if self.last < 0 or frame["data"].get("resync"):
-                    self.last = int(frame["data"]["last_seq"])
-                return
-        if self.shared.parse == "json":
+        # A snapshot (first frame, or a resync) may come alone or inside a batch; a JSON
+        # string cannot contain an unescaped quote, so this substring is always an envelope.
+        if self.last < 0 or _SNAPSHOT in data:
+            items = self._parse_json(data, snapshot=True)
+        elif self.shared.parse == "json":
             items = self._parse_json(data)
         else:
             items = _EVENT_RE.findall(data)
@@ -317,13 +316,18 @@ class Viewer(asyncio.Protocol):
         if self.expect is not None and last >= self.expect:
             self.finished.set()
 
-    @staticmethod
-    def _parse_json(data: bytes) -> list[tuple[bytes, bytes]]:
+    def _parse_json(self, data: bytes, snapshot: bool = False) -> list[tuple[bytes, bytes]]:
         frame = json.loads(data)
         inner = frame["data"]["events"] if frame["event"] == "batch" else [frame]
-        return [
-            (e["timestamp"].encode(), str(e["seq"]).encode()) for e in inner if e["seq"] is not None
-        ]
+        items = []
+        for e in inner:
+            if snapshot and e["event"] == "snapshot":
+                if self.last < 0 or e["data"].get("resync"):
+                    self.last = int(e["data"]["last_seq"])
+                    items = []  # anything before the snapshot is covered by it
+            elif e["seq"] is not None and self.last >= 0:
+                items.append((e["timestamp"].encode(), str(e["seq"]).encode()))
+        return items
 
     # -------------------------------------------------------------- commands
     def send_text(self, text: str) -> None:

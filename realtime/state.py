@@ -129,7 +129,8 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
     elif name == "execution:paused":
         state["status"] = "paused"
     elif name == "execution:resumed":
-        state["status"] = "running"
+        # A review still pending when the session was paused: back to waiting for it.
+        state["status"] = "waiting_review" if state["pending_review"] else "running"
     elif name == "node_resumed":
         if state["status"] in ("waiting_review", "paused"):
             state["status"] = "running"

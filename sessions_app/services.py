@@ -267,7 +267,9 @@ def review_submit(
         if not session.node_states.filter(node_id=node_id).exists():
             raise NotFound(f"no node {node_id!r} in this session")
         raise InvalidState(f"node {node_id!r} is not waiting for a review")
-    if session.status not in (SessionStatus.WAITING_REVIEW, SessionStatus.PAUSED):
+    if session.status not in (
+        SessionStatus.WAITING_REVIEW, SessionStatus.PAUSED, SessionStatus.RUNNING
+    ):
         raise InvalidState(f"cannot review while the session is {session.status}")
     now = timezone.now()
     review.status = ReviewStatus.TIMED_OUT if timed_out else ReviewStatus.DECIDED
@@ -288,7 +290,8 @@ def review_submit(
             "timed_out": timed_out,
         },
     )
-    if session.status == SessionStatus.WAITING_REVIEW:
+    others_pending = session.reviews.filter(status=ReviewStatus.PENDING).exists()
+    if session.status == SessionStatus.WAITING_REVIEW and not others_pending:
         session.status = SessionStatus.RUNNING
         session.save(update_fields=["status", "updated_at"])
         publish_sync(session_id=session.pk, event="node_resumed", node_id=node_id,

@@ -69,7 +69,8 @@ export function reduceRun(state, envelope) {
     case "execution:paused":
       return { ...state, status: "paused" };
     case "execution:resumed":
-      return { ...state, status: "running" };
+      // A review still pending when the session was paused: back to waiting for it.
+      return { ...state, status: state.pending_review ? "waiting_review" : "running" };
     case "node_resumed":
       return {
         ...state,

@@ -211,3 +211,12 @@ test("the store notifies subscribers only on change", () => {
   store.apply(E(3, "execution:paused", {}));
   assert.deepEqual(seen, ["execution:paused", "replace"]);
 });
+
+test("resuming a session paused while a review waits goes back to waiting_review", () => {
+  let s = emptyState();
+  s = fold(s, E(1, "human_interaction_required", { node_id: "r", reason: "check", timeout: null }));
+  s = fold(s, E(2, "execution:paused", {}));
+  assert.equal(s.status, "paused");
+  s = fold(s, E(3, "execution:resumed", {}));
+  assert.equal(s.status, "waiting_review");
+});

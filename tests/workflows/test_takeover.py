@@ -308,8 +308,10 @@ def test_sigkilled_worker_is_taken_over_after_its_lease_expires(
         procs.wait_until(lambda: db.session()["status"] in ("completed", "failed", "stopped"),
                          timeout=30, interval=0.1, what="end of the run")
         finished_at = time.time()
+        # the log line follows the commit of the run's end: wait for it, not just the row
+        procs.wait_until(lambda: "ended: completed" in worker_b.log(), timeout=5,
+                         what="worker B reporting the end of the run")
         worker_b.stop()
-        assert "ended: completed" in worker_b.log()
 
     session = db.session()
     assert session["status"] == "completed"
