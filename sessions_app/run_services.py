@@ -195,6 +195,34 @@ def _recount(session: Session) -> None:
     session.nodes_failed = session.node_states.filter(status="failed").count()
 
 
+def _publish_usage(
+    *, session: Session, node_id: str, agent_id: str, model: str, final: bool,
+    extra: tuple[int, int, Decimal],
+) -> None:
+    """token_usage: the node's stored rows plus ``extra`` (the live part of a running node)."""
+    done = TokenUsage.objects.filter(session=session, node_id=node_id).aggregate(
+        i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd")
+    )
+    more_in, more_out, more_cost = extra
+    publish_sync(
+        session_id=session.pk,
+        event="token_usage",
+        node_id=node_id,
+        data={
+            "node_id": node_id,
+            "agent_id": agent_id,
+            "model": model,
+            "input_tokens": (done["i"] or 0) + more_in,
+            "output_tokens": (done["o"] or 0) + more_out,
+            "estimated_cost_usd": _num((done["c"] or ZERO) + more_cost),
+            "final": final,
+            "session_input_tokens": session.input_tokens + more_in,
+            "session_output_tokens": session.output_tokens + more_out,
+            "session_cost_usd": _num(session.cost_usd + more_cost),
+        },
+    )
+
+
 def node_complete(
     *,
     session_id: Any,
@@ -235,25 +263,9 @@ def node_complete(
                 "updated_at",
             ]
         )
-        node_usage = TokenUsage.objects.filter(session=session, node_id=node_id).aggregate(
-            i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd")
-        )
-        publish_sync(
-            session_id=session.pk,
-            event="token_usage",
-            node_id=node_id,
-            data={
-                "node_id": node_id,
-                "agent_id": agent_id,
-                "model": model,
-                "input_tokens": node_usage["i"] or 0,
-                "output_tokens": node_usage["o"] or 0,
-                "estimated_cost_usd": _num(node_usage["c"] or ZERO),
-                "final": True,
-                "session_input_tokens": session.input_tokens,
-                "session_output_tokens": session.output_tokens,
-                "session_cost_usd": _num(session.cost_usd),
-            },
+        _publish_usage(
+            session=session, node_id=node_id, agent_id=agent_id, model=model, final=True,
+            extra=(0, 0, ZERO),
         )
         _node_event(session.pk, node)
 
@@ -271,25 +283,9 @@ def usage_progress(
     """Periodic usage of a long node (not stored as a usage row until the node ends)."""
     with transaction.atomic():
         session = Session.objects.get(pk=session_id)
-        done = TokenUsage.objects.filter(session=session, node_id=node_id).aggregate(
-            i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd")
-        )
-        publish_sync(
-            session_id=session.pk,
-            event="token_usage",
-            node_id=node_id,
-            data={
-                "node_id": node_id,
-                "agent_id": agent_id,
-                "model": model,
-                "input_tokens": (done["i"] or 0) + input_tokens,
-                "output_tokens": (done["o"] or 0) + output_tokens,
-                "estimated_cost_usd": _num((done["c"] or ZERO) + cost_usd),
-                "final": False,
-                "session_input_tokens": session.input_tokens + input_tokens,
-                "session_output_tokens": session.output_tokens + output_tokens,
-                "session_cost_usd": _num(session.cost_usd + cost_usd),
-            },
+        _publish_usage(
+            session=session, node_id=node_id, agent_id=agent_id, model=model, final=False,
+            extra=(input_tokens, output_tokens, cost_usd),
         )
 
 
