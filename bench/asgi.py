@@ -65,7 +65,7 @@ async def flood(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
-    while min_progress(session_id)[1] < viewers and loop.time() < deadline:
+    while min_progress(session_id)[1] < viewers and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     head = await database_sync_to_async(head_seq)(session_id)
     publisher = get_publisher()
@@ -101,6 +101,9 @@ async def _bench_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/bench/progress":
         low, n = min_progress(q["session"])
         await _json(send, {"min": low, "viewers": n})
+    elif path == "/bench/memory":
+        await _json(send, _memory(q.get("action", "snap"), int(q.get("top", 25)),
+                                  q.get("key", "lineno")))
     elif path == "/bench/flood":
         result = await flood(q["session"], float(q.get("seconds", 5)), int(q.get("viewers", 0)),
                              int(q.get("window", 2000)), int(q.get("chunk", 100)),
@@ -108,6 +111,57 @@ async def _bench_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _json(send, result)
     else:
         await _json(send, {"error": "no such bench endpoint"}, 404)
+
+
+_snapshots: list[Any] = []
+
+
+def _memory(action: str, top: int, key: str) -> dict[str, Any]:
+    """tracemalloc (start the server with PYTHONTRACEMALLOC=1): what connected sockets hold."""
+    import gc
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return {"error": "start the server with PYTHONTRACEMALLOC=1"}
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    if action == "snap" or not _snapshots:
+        _snapshots[:] = [snap]
+        return {"ok": True, "traced": tracemalloc.get_traced_memory()[0]}
+    if key == "package":
+        return {"by_package": _by_package(snap.compare_to(_snapshots[0], "traceback"))}
+    stats = snap.compare_to(_snapshots[0], key)
+    return {
+        "total_diff": sum(st.size_diff for st in stats),
+        "top": [
+            {"where": str(st.traceback).splitlines()[0] if key == "lineno" else
+             " <- ".join(str(f) for f in reversed(st.traceback[-5:])),
+             "size_diff": st.size_diff, "count_diff": st.count_diff}
+            for st in stats[:top]
+        ],
+    }
+
+
+_PACKAGES = ("realtime", "bench", "uvicorn", "websockets", "wsproto", "h11", "daphne", "twisted",
+             "autobahn", "channels", "django", "asgiref", "sessions_app", "workflows", "config")
+
+
+def _by_package(stats: list[Any]) -> dict[str, int]:
+    """Each allocation goes to the innermost frame that is in a known package (the standard
+    library allocates on behalf of its caller: an asyncio.Event made by uvicorn is uvicorn's)."""
+    totals: dict[str, int] = {}
+    for st in stats:
+        owner = "other"
+        for frame in reversed(st.traceback):
+            parts = frame.filename.replace("\\", "/").split("/")
+            hit = next((p for p in _PACKAGES if p in parts), None)
+            if hit:
+                owner = hit
+                break
+        totals[owner] = totals.get(owner, 0) + st.size_diff
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def _start_executor() -> None:

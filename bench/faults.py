@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +61,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from realtime.state import fold  # noqa: E402  (pure Python, no Django needed)
 from tests import procs  # noqa: E402
-from tests.reliability.proxy import TcpProxy, wait_port  # noqa: E402
+from tests.reliability.proxy import TcpProxy  # noqa: E402
 
 PG_PORT = 5432
 PG_ADMIN = f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=postgres"
@@ -234,6 +233,26 @@ _SETUP = textwrap.dedent(
 )
 
 
+PUBSUB_SETTINGS = textwrap.dedent(
+    """
+    # Written by bench/faults.py: config.settings with channels_redis's pub/sub layer.
+    from config.settings import *  # noqa: F401,F403
+    from config.settings import REDIS_URL
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
+        }
+    }
+    """
+)
+
+
+# What the command line's --layer/--redis-options set for every cluster of a run.
+CLUSTER_DEFAULTS: dict[str, str] = {}
+
+
 class Cluster:
     """Web processes (daphne or uvicorn), ``run_worker`` processes, Redis, a throwaway
     PostgreSQL database, optional TCP proxies in front of Redis and PostgreSQL."""
@@ -246,7 +265,11 @@ class Cluster:
         redis_proxy: bool = False,
         pg_proxy: bool = False,
         env: dict[str, str] | None = None,
+        redis_options: str | None = None,  # query string for REDIS_URL, e.g. "max_connections=1000"
+        layer: str | None = None,  # "pubsub": channels_redis's RedisPubSubChannelLayer instead
     ) -> None:
+        redis_options = CLUSTER_DEFAULTS.get("redis_options", "") if redis_options is None else redis_options
+        layer = CLUSTER_DEFAULTS.get("layer", "core") if layer is None else layer
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.group = procs.ProcessGroup()
@@ -259,6 +282,10 @@ class Cluster:
         self.redis_proxy_on = redis_proxy
         self.pg_proxy_on = pg_proxy
         self.extra_env = env or {}
+        self.redis_options = redis_options
+        if layer not in ("core", "pubsub"):
+            raise ValueError(layer)
+        self.layer = layer
         self.redis_proxy: TcpProxy | None = None
         self.pg_proxy: TcpProxy | None = None
         self.env: dict[str, str] = {}
@@ -287,7 +314,8 @@ class Cluster:
                 pg_port = self.pg_proxy.port
             settings = {
                 "DATABASE_URL": self.db.url(pg_port),
-                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{redis_db}",
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{redis_db}"
+                + (f"?{self.redis_options}" if self.redis_options else ""),
                 "WORKFLOW_EXECUTOR": "worker",
                 "WORKER_LEASE_SECONDS": "2",
                 "WORKER_POLL_SECONDS": "0.2",
@@ -297,6 +325,8 @@ class Cluster:
                 "LOG_LEVEL": "WARNING",
                 "WHITENOISE_USE_FINDERS": "0",
             }
+            if self.layer == "pubsub":
+                settings.update(self._pubsub_settings())
             settings.update(self.extra_env)
             self.env = procs.child_env(**settings)
             procs.run_manage(["migrate", "--noinput", "-v", "0"], env=self.env, timeout=180)
@@ -304,6 +334,16 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    def _pubsub_settings(self) -> dict[str, str]:
+        """The project's settings with the pub/sub channel layer (a module written into the
+        work directory: the project's own settings stay untouched)."""
+        folder = self.workdir / "settings_shim"
+        folder.mkdir(exist_ok=True)
+        (folder / "pubsub_settings.py").write_text(PUBSUB_SETTINGS)
+        path = os.environ.get("PYTHONPATH", "")
+        return {"DJANGO_SETTINGS_MODULE": "pubsub_settings",
+                "PYTHONPATH": str(folder) + (os.pathsep + path if path else "")}
 
     def stop(self) -> None:
         self.group.stop_all()
@@ -324,13 +364,13 @@ class Cluster:
         self.stop()
 
     # ------------------------------------------------------------------ processes
-    def add_web(self, kind: str = "daphne", **env: str) -> Web:
+    def add_web(self, kind: str = "daphne", *, app: str = "config.asgi:application", **env: str) -> Web:
         self._n += 1
         port = procs.free_port()
         if kind == "daphne":
-            args = procs.daphne_args(port)
+            args = procs.daphne_args(port, app)
         elif kind == "uvicorn":
-            args = [str(Path(procs.PYTHON).parent / "uvicorn"), "config.asgi:application",
+            args = [str(Path(procs.PYTHON).parent / "uvicorn"), app,
                     "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets",
                     "--no-access-log", "--log-level", "warning"]
         else:
@@ -431,14 +471,61 @@ class Cluster:
             "FROM sessions_app_tokenusage WHERE session_id = %s ORDER BY node_id, round", (sid,))
 
     def log_problems(self) -> list[str]:
-        """Tracebacks in the logs of our processes (what is expected in a fault is listed by
-        the scenario itself)."""
+        """One line per traceback in the logs of our processes: the message logged before it
+        and the exception it ended with."""
         found = []
         for proc in self.group.procs:
-            text = proc.log()
-            for match in re.finditer(r"^(\w*Error|Traceback).*$", text, re.M):
-                found.append(f"{proc.name}: {match.group(0)[:200]}")
+            found.extend(f"{proc.name}: {line}" for line in tracebacks(proc.log()))
         return found
+
+    def log_summary(self) -> dict[str, int]:
+        """Tracebacks in every process log, counted by (logged message, final exception)."""
+        counts: dict[str, int] = {}
+        for line in self.log_problems():
+            name, _, rest = line.partition(": ")
+            key = f"{re.sub(r'-?[0-9]+$', '', name)}: {rest}"
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def tracebacks(text: str) -> list[str]:
+    """``<message logged before the traceback> -> <final exception line>`` for each traceback
+    (chained tracebacks count once; session ids and ports are blanked so lines group)."""
+    out = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("Traceback (most recent call last):"):
+            before = next((lines[j] for j in range(i - 1, max(-1, i - 4), -1)
+                           if lines[j].strip() and not lines[j].startswith((" ", "^"))), "")
+            j = i + 1
+            final = ""
+            while j < len(lines):
+                line = lines[j]
+                if line.startswith("Traceback (most recent call last):"):
+                    pass
+                elif line and not line.startswith((" ", "^")) and not line.startswith(
+                        ("The above exception", "During handling")):
+                    final = line
+                    if j + 1 >= len(lines) or not (
+                        lines[j + 1].startswith(("The above", "During handling"))
+                        or (not lines[j + 1].strip()
+                        and j + 2 < len(lines) and lines[j + 2].startswith(("The above", "During handling")))
+                    ):
+                        break
+                j += 1
+            text_ = f"{before} -> {final}"
+            text_ = _UUID.sub("<id>", text_)
+            text_ = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text_)
+            text_ = re.sub(r"\('127\.0\.0\.1', \d+\)", "('127.0.0.1', <port>)", text_)
+            out.append(text_[:300])
+            i = j + 1
+            continue
+        i += 1
+    return out
 
 
 # ============================================================================ viewers
@@ -466,7 +553,24 @@ async def _small_socket(port: int, rcvbuf: int) -> Any:
     return sock
 
 
-@dataclass
+LIVE_VIEWERS: set[Viewer] = set()  # started and not stopped (stopped when a scenario ends)
+
+
+def stopping_viewers(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a scenario: whatever happens, the viewers it started are stopped."""
+    import functools
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            await stop_viewers(list(LIVE_VIEWERS))
+
+    return wrapper
+
+
+@dataclass(eq=False)
 class Viewer:
     """A browser tab, as far as delivery goes: seq bookkeeping, reconnect with last_seq,
     fail-over to the next server, heartbeat ping, fold of everything applied."""
@@ -506,8 +610,10 @@ class Viewer:
     # ------------------------------------------------------------------ control
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"viewer-{self.name}")
+        LIVE_VIEWERS.add(self)
 
     async def stop(self) -> None:
+        LIVE_VIEWERS.discard(self)
         self.stopping = True
         self.reading.set()
         if self.ws is not None:
@@ -528,7 +634,7 @@ class Viewer:
         except Exception:
             return False
 
-    async def wait_seq(self, seq: int, timeout: float) -> bool:
+    async def wait_seq(self, seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
         while self.last_seq < seq:
             left = deadline - time.monotonic()
@@ -713,14 +819,14 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-async def start_viewers(viewers: list[Viewer], timeout: float = 30) -> None:
+async def start_viewers(viewers: list[Viewer], timeout: float = 30) -> None:  # noqa: ASYNC109
     for v in viewers:
         v.start()
     deadline = time.monotonic() + timeout
@@ -730,7 +836,7 @@ async def start_viewers(viewers: list[Viewer], timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-async def wait_viewers(viewers: list[Viewer], heads: dict[str, int], timeout: float) -> None:
+async def wait_viewers(viewers: list[Viewer], heads: dict[str, int], timeout: float) -> None:  # noqa: ASYNC109
     await asyncio.gather(*(v.wait_seq(heads[v.session_id], timeout) for v in viewers))
 
 
@@ -742,3 +848,607 @@ async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+# ============================================================================ scenarios
+
+
+def _latency_between(viewers: list[Viewer], since: float, until: float = 1e18) -> list[float]:
+    """Latencies of the events *published* (envelope timestamp) in [since, until)."""
+    return [lat for v in viewers for recv, _, lat in v.latencies if since <= recv - lat < until]
+
+
+def _lat_summary(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50_ms": ms(pct(values, 50)), "p99_ms": ms(pct(values, 99)),
+            "max_ms": ms(max(values)) if values else None}
+
+
+async def _wait_progress(viewers: list[Viewer], seq: int, timeout: float) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while any(v.last_seq < seq for v in viewers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"viewers did not reach seq {seq}: {[v.last_seq for v in viewers]}")
+        await asyncio.sleep(0.05)
+
+
+async def _say(viewer: Viewer, text: str, cid: str | None = None) -> None:
+    if not await viewer.send("user_input", {"text": text}, cid):
+        raise RuntimeError(f"{viewer.name} could not send")
+
+
+def _delivery_times(viewers: list[Viewer], text: str, since: float) -> list[float]:
+    """Seconds from ``since`` until each viewer had the user_message with ``text``."""
+    out = []
+    for v in viewers:
+        for (recv, _, _), env in zip(v.latencies[-len(v.events):], v.events, strict=False):
+            if env["event"] == "user_message" and env["data"]["text"] == text:
+                out.append(recv - since)
+    return out
+
+
+def _watchers(webs: list[Web], sids: list[str], cookie: str, per_web: int) -> list[Viewer]:
+    return [
+        Viewer(f"s{i}-w{w}-{k}", webs, sid, cookie, server_index=w)
+        for i, sid in enumerate(sids) for w in range(len(webs)) for k in range(per_web)
+    ]
+
+
+@stopping_viewers
+async def scenario_redis(workdir: Path, *, mode: str = "restart", per_web: int = 3, sessions: int = 2,
+                         tokens: int = 60, rate: int = 20, outage: float = 3.0,
+                         first_joiner: bool = True) -> dict[str, Any]:
+    """Redis restarted (``mode="restart"``: our redis-server SIGKILLed and started again empty,
+    every group membership lost) or its link reset (``mode="blip"``: TCP proxy cut, Redis
+    keeps its data) while runs stream to viewers on two web processes.
+
+    During the outage a command is sent (stored; its broadcast fails), a viewer joins a
+    session already watched on its process ("late joiner") and one joins a session nobody
+    watched on its process yet ("first joiner": the process must subscribe while Redis is
+    down). After it, a command sent through web 0 is timed to the viewers of web 1, and the
+    latency of live events is compared with before the outage."""
+    result: dict[str, Any] = {"scenario": f"redis-{mode}", "outage_s": outage}
+    with Cluster(workdir, redis="private", redis_proxy=(mode == "blip"),
+                 env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
+        webs = [cluster.add_web(), cluster.add_web()]
+        cluster.add_worker()
+        data = cluster.setup(
+            users=["alice"], workflows=[chain_workflow(tokens)],
+            sessions=[{"owner": "alice", "workflow": "fault-chain"}
+                      for _ in range(sessions + int(first_joiner))],
+        )
+        sids, cookie = data["sessions"], data["cookies"]["alice"]
+        watched = sids[:sessions]
+        lonely = sids[-1] if first_joiner else None  # watched by nobody until the outage
+        viewers = _watchers(webs, watched, cookie, per_web)
+        await start_viewers(viewers)
+        await in_thread(cluster.start_runs, sids)
+        await _wait_progress(viewers, 8, 30)
+        t_cut = time.time()
+        if mode == "restart":
+            assert cluster.redis is not None
+            cluster.redis.kill()
+        else:
+            assert cluster.redis_proxy is not None
+            cluster.redis_proxy.cut()
+        log(f"redis {mode}: cut")
+        await asyncio.sleep(outage / 2)
+        await _say(viewers[0], "said while Redis was down")
+        late = Viewer("late-joiner", webs, sids[0], cookie, server_index=1)
+        joiners = [late]
+        if lonely is not None:
+            joiners.append(Viewer("first-joiner", webs, lonely, cookie, server_index=1))
+        for joiner in joiners:
+            joiner.start()
+        await asyncio.sleep(outage / 2)
+        if mode == "restart":
+            await in_thread(cluster.redis.start)
+        else:
+            cluster.redis_proxy.restore()
+        t_back = time.time()
+        log(f"redis {mode}: back")
+        await asyncio.sleep(1.0)
+        marker = "said after Redis came back"
+        marker_at = time.time()
+        await _say(viewers[0], marker)
+        statuses = await in_thread(cluster.wait_finished, sids, 60)
+        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+        everyone = [*viewers, *joiners]
+        await wait_viewers(everyone, heads, 15)
+        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
+        check = check_viewers(cluster, everyone, sids, snaps)
+        await stop_viewers(everyone)
+        on_web1 = [v for v in viewers if v.session_id == sids[0] and v.server_index == 1] + [late]
+        before = _latency_between(viewers, 0, t_cut)
+        after = _latency_between(viewers, t_back + 2)
+        if lonely is not None:
+            first = joiners[-1]
+            result["first_joiner"] = {
+                "connects": len(first.connected_at), "closes": [c for _, c, _ in first.closes],
+                "last_seq": first.last_seq, "head": heads[lonely]}
+        result.update(
+            statuses=statuses, **check,
+            latency_before=_lat_summary(before),
+            latency_after=_lat_summary(after),
+            command_after_outage_s=round(max(_delivery_times(on_web1, marker, marker_at), default=-1), 3),
+        )
+        result["ok"] = (not check["problems"] and all(s == "completed" for s in statuses.values()))
+    return result
+
+
+@stopping_viewers
+async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bool = False,
+                        per_web: int = 3, sessions: int = 2, tokens: int = 60, rate: int = 20,
+                        server: str = "daphne") -> dict[str, Any]:
+    """SIGKILL, mid-stream, one of two web processes (its viewers reconnect with last_seq to
+    the other, as behind a load balancer) and/or the worker running the sessions (a second
+    worker takes the runs over once the 2 s lease expired).
+
+    Checked: every viewer ends at the log head, no gap, no duplicate, its folded transcript
+    equals the Message rows and a fresh snapshot; no completed node started again; one
+    usage row per node and round; session totals = sum of usage rows = execution:completed."""
+    name = "+".join(n for n, on in (("web-kill", kill_web), ("worker-kill", kill_worker)) if on)
+    result: dict[str, Any] = {"scenario": name, "server": server}
+    with Cluster(workdir, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
+        webs = [cluster.add_web(server), cluster.add_web(server)]
+        worker_a = cluster.add_worker("worker-a")
+        data = cluster.setup(
+            users=["alice"], workflows=[chain_workflow(tokens)],
+            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
+        )
+        sids, cookie = data["sessions"], data["cookies"]["alice"]
+        viewers = _watchers(webs, sids, cookie, per_web)
+        await start_viewers(viewers)
+        await in_thread(cluster.start_runs, sids)
+        t_web = t_worker = None
+        victims = [v for v in viewers if v.server_index == 0]
+        at_kill: dict[str, int] = {}
+        if kill_web:
+            await _wait_progress(viewers, 12, 30)
+            at_kill = {v.name: v.last_seq for v in victims}
+            webs[0].proc.kill()
+            t_web = time.time()
+            log("web 0 killed")
+        before: dict[str, dict[str, dict[str, Any]]] = {}
+        if kill_worker:
+            def parallel_stage() -> bool:
+                return all(
+                    sum(1 for n in cluster.node_rows(sid).values() if n["status"] == "running") >= 2
+                    for sid in sids
+                )
+
+            await in_thread(procs.wait_until, parallel_stage, timeout=30, interval=0.05,
+                            what="parallel stage")
+            worker_a.kill()
+            t_worker = time.time()
+            before = {sid: cluster.node_rows(sid) for sid in sids}  # what the dead worker left
+            log("worker-a killed")
+            cluster.add_worker("worker-b")
+        statuses = await in_thread(cluster.wait_finished, sids, 60)
+        t_end = time.time()
+        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+        await wait_viewers(viewers, heads, 20)
+        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
+        check = check_viewers(cluster, viewers, sids, snaps)
+        await stop_viewers(viewers)
+        problems = check["problems"]
+        for sid in sids:
+            problems.extend(_consistency(cluster, sid))
+            if kill_worker:
+                problems.extend(_takeover_checks(cluster, sid, before[sid]))
+        result.update(statuses=statuses, **check)
+        if kill_web:
+            resumed = [next((t - t_web for t, port in v.connected_at if t > t_web), None) for v in victims]
+            resumed = [r for r in resumed if r is not None]
+            result["web_kill"] = {
+                "moved_viewers": len(resumed), "of": len(victims),
+                "reconnect_s_max": round(max(resumed), 2) if resumed else None,
+                "events_recovered_per_viewer": round(statistics.mean(
+                    sum(1 for recv, seq, _ in v.latencies if seq > at_kill[v.name] and recv > t_web)
+                    for v in victims), 1),
+            }
+        if kill_worker:
+            takeover = [
+                min((_ts_of(cluster, sid, "interrupted") or t_end) - t_worker for _ in [0])
+                for sid in sids
+            ]
+            result["worker_kill"] = {
+                "interrupted_nodes": sorted({n for b in before.values() for n, r in b.items()
+                                             if r["status"] == "running"}),
+                "completed_before": sorted({n for b in before.values() for n, r in b.items()
+                                            if r["status"] == "completed"}),
+                "takeover_s_max": round(max(takeover), 2),
+                "kill_to_end_s": round(t_end - t_worker, 2),
+            }
+        result["ok"] = not problems and all(s == "completed" for s in statuses.values())
+    return result
+
+
+def _ts_of(cluster: Cluster, sid: str, error_prefix: str) -> float | None:
+    """Wall time of the first node_state_change whose error starts with ``error_prefix``."""
+    assert cluster.db is not None
+    rows = cluster.db.query(
+        "SELECT created_at FROM sessions_app_sessionevent WHERE session_id = %s AND "
+        "event = 'node_state_change' AND data->>'error' LIKE %s ORDER BY seq LIMIT 1",
+        (sid, error_prefix + "%"))
+    return rows[0][0].timestamp() if rows else None
+
+
+def _takeover_checks(cluster: Cluster, sid: str, before: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    events = cluster.stored_events(sid)
+    starts: dict[str, int] = {}
+    for _, name, node, data in events:
+        if name == "node_state_change" and data["status"] == "running":
+            starts[node] = starts.get(node, 0) + 1
+    after = cluster.node_rows(sid)
+    for node, row in before.items():
+        if row["status"] == "completed":
+            if starts.get(node) != 1:
+                problems.append(f"{sid[:8]}: completed node {node} started {starts.get(node)} times")
+            if after[node]["finished_at"] != row["finished_at"]:
+                problems.append(f"{sid[:8]}: completed node {node} was written again")
+    usage = cluster.usage_rows(sid)
+    keys = sorted((node, rnd) for node, rnd, *_ in usage)
+    if keys != sorted((n, 1) for n in before):
+        problems.append(f"{sid[:8]}: usage rows {keys}")
+    row = cluster.session(sid)
+    totals = (sum(u[2] for u in usage), sum(u[3] for u in usage), sum(u[4] for u in usage))
+    if (row["input_tokens"], row["output_tokens"], row["cost_usd"]) != totals:
+        problems.append(f"{sid[:8]}: session totals differ from the usage rows {totals}")
+    done = [d for _, name, _, d in events if name == "execution:completed"]
+    if not done or (done[0]["input_tokens"], done[0]["output_tokens"]) != totals[:2]:
+        problems.append(f"{sid[:8]}: execution:completed {done} != usage sum {totals}")
+    return problems
+
+
+def _consistency(cluster: Cluster, sid: str) -> list[str]:
+    """The stored rows against the fold of the event log: they must tell the same story."""
+    problems = []
+    events = cluster.stored_events(sid)
+    seqs = [e[0] for e in events]
+    if seqs != list(range(1, len(seqs) + 1)):
+        problems.append(f"{sid[:8]}: event log seqs not contiguous")
+    state = fold([{"event": name, "data": data, "timestamp": "2026-01-01T00:00:00.000Z",
+                   "node_id": node, "seq": seq} for seq, name, node, data in events])
+    logged, stored = transcript_of_state(state), transcript_of_rows(cluster.messages(sid))
+    if logged != stored:
+        for key in sorted(set(logged) | set(stored)):
+            a, b = logged.get(key, []), stored.get(key, [])
+            if a != b:
+                problems.append(
+                    f"{sid[:8]}: {key}: Message rows {[len(t) for t, _ in b]} chars, event log "
+                    f"{[len(t) for t, _ in a]} chars (half-state: rows and log disagree)")
+    for node, row in cluster.node_rows(sid).items():
+        status = state["nodes"].get(node, {}).get("status", "pending")
+        if status != row["status"]:
+            problems.append(f"{sid[:8]}: node {node} is {row['status']} in its row, {status} in the log")
+    session = cluster.session(sid)
+    if state["status"] != session["status"] and not (
+        session["status"] == "running" and state["status"] in ("running", "waiting_review")):
+        problems.append(f"{sid[:8]}: session is {session['status']}, {state['status']} in the log")
+    usage = cluster.usage_rows(sid)
+    keys = [(u[0], u[1]) for u in usage]
+    if len(keys) != len(set(keys)):
+        problems.append(f"{sid[:8]}: usage counted twice {keys}")
+    if session["status"] in ("completed", "failed", "stopped") and (
+            session["input_tokens"], session["output_tokens"]) != (
+            sum(u[2] for u in usage), sum(u[3] for u in usage)):
+        problems.append(f"{sid[:8]}: session totals differ from the usage rows")
+    return problems
+
+
+@stopping_viewers
+async def scenario_postgres(workdir: Path, *, mode: str = "reset", outage: float = 3.0, per_web: int = 2,
+                            sessions: int = 2, tokens: int = 80, rate: int = 20,
+                            at_seq: int = 20) -> dict[str, Any]:
+    """PostgreSQL unreachable for ``outage`` s while runs stream (TCP proxy in front of it
+    for every process: ``reset`` = connections reset, ``hang`` = frozen, reset when it
+    comes back), then reachable again.
+
+    Checked: the stored rows agree with the event log (no half-state: messages, node and
+    session states, usage), viewers end with the log's transcript, and every run ends
+    (completed, or failed with an ``error`` event) or goes on when the database is back."""
+    result: dict[str, Any] = {"scenario": f"postgres-{mode}", "outage_s": outage}
+    with Cluster(workdir, pg_proxy=True, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
+        webs = [cluster.add_web(), cluster.add_web()]
+        cluster.add_worker()
+        data = cluster.setup(
+            users=["alice"], workflows=[chain_workflow(tokens)],
+            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
+        )
+        sids, cookie = data["sessions"], data["cookies"]["alice"]
+        viewers = _watchers(webs, sids, cookie, per_web)
+        await start_viewers(viewers)
+        await in_thread(cluster.start_runs, sids)
+        await _wait_progress(viewers, at_seq, 30)
+        assert cluster.pg_proxy is not None
+        cluster.pg_proxy.cut(mode)
+        t_cut = time.time()
+        log(f"postgres cut ({mode})")
+        await asyncio.sleep(outage / 2)
+        sent = await viewers[0].send("user_input", {"text": "said while PostgreSQL was down"}, "pg-down")
+        await asyncio.sleep(outage / 2)
+        cluster.pg_proxy.restore()
+        t_back = time.time()
+        log("postgres back")
+        try:
+            statuses = await in_thread(cluster.wait_finished, sids, 60)
+        except TimeoutError:
+            statuses = {sid: cluster.session(sid)["status"] for sid in sids}
+        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+        await wait_viewers(viewers, heads, 20)
+        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
+        check = check_viewers(cluster, viewers, sids, snaps)
+        await stop_viewers(viewers)
+        consistency = [p for sid in sids for p in _consistency(cluster, sid)]
+        errors = [(sid[:8], name, d.get("code") or d.get("error"))
+                  for sid in sids for _, name, _, d in cluster.stored_events(sid)
+                  if name in ("error", "execution:failed")]
+        reply = [r["data"] for r in viewers[0].replies if r["data"].get("id") == "pg-down"]
+        interrupted = [sid[:8] for sid in sids if _ts_of(cluster, sid, "interrupted")]
+        gaps = [b - a for v in viewers
+                for (a, _, _), (b, _, _) in zip(v.latencies, v.latencies[1:], strict=False)
+                if b > t_cut - 1]
+        result.update(
+            statuses=statuses, **check, consistency=consistency, logged_errors=errors,
+            taken_over_after_outage=interrupted,
+            command_during_outage={"sent": sent, "reply": reply[:1]},
+            longest_silence_s=round(max(gaps, default=0), 2),
+            resumed_s_after_restore=round(min(
+                (recv for v in viewers for recv, _, _ in v.latencies if recv > t_back), default=t_back) - t_back, 2),
+        )
+        ended_cleanly = all(
+            s == "completed" or (s == "failed" and any(e[0] == sid[:8] for e in errors))
+            for sid, s in statuses.items())
+        result["ok"] = not check["problems"] and not consistency and ended_cleanly
+    return result
+
+
+_FLOOD = textwrap.dedent(
+    """
+    import asyncio, json, random, string, time
+    from realtime.publisher import get_publisher
+    SID, N, RATE, CHARS = {sid!r}, {n}, {rate}, {chars}
+    rng = random.Random(7)
+    WORDS = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(500)]
+    def chunk():
+        out = []
+        while sum(len(w) + 1 for w in out) < CHARS:
+            out.append(rng.choice(WORDS))
+        return " ".join(out) + " "
+    async def main():
+        pub = get_publisher()
+        futures = []
+        t0 = time.monotonic()
+        step = max(1, RATE // 100)
+        for i in range(0, N, step):
+            for _ in range(min(step, N - i)):
+                futures.append(pub.publish_nowait(
+                    session_id=SID, event="token_stream", node_id="flood",
+                    data={{"chunk": chunk(), "agent_id": "flood", "node_id": "flood", "is_thinking": False}}))
+            await asyncio.sleep(max(0.0, t0 + (i + step) / RATE - time.monotonic()))
+        seqs = await asyncio.gather(*futures)
+        print("FLOOD" + json.dumps({{"first": seqs[0], "last": seqs[-1], "n": len(seqs),
+                                     "seconds": round(time.monotonic() - t0, 2)}}))
+    asyncio.run(main())
+    """
+)
+
+
+def flood(cluster: Cluster, sid: str, n: int, rate: int, chars: int = 60) -> dict[str, Any]:
+    """Publish ``n`` token_stream events (chunks of ~``chars`` random words) at ``rate``/s
+    through the real publisher (batched insert, then Redis) from a separate process."""
+    out = cluster.manage_shell(_FLOOD.format(sid=sid, n=n, rate=rate, chars=chars), timeout=600)
+    line = next(line for line in out.splitlines() if line.startswith("FLOOD"))
+    return json.loads(line[len("FLOOD"):])
+
+
+class RssSampler:
+    """Start and peak RSS of some processes while a block runs (sampled every 0.1 s)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.start = {name: p.memory_info().rss for name, p in self.procs.items()}
+        self.peak = dict(self.start)
+        self._stop = False
+        self._thread: Any = None
+
+    def __enter__(self) -> RssSampler:
+        import threading
+
+        def run() -> None:
+            while not self._stop:
+                for name, proc in self.procs.items():
+                    with contextlib.suppress(psutil.Error):
+                        self.peak[name] = max(self.peak[name], proc.memory_info().rss)
+                time.sleep(0.1)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join(2)
+
+    def growth_mb(self) -> dict[str, float]:
+        return {name: round((self.peak[name] - self.start[name]) / 2**20, 1) for name in self.procs}
+
+
+async def _oversize(web: Web, session_id: str, cookie: str, size: int) -> int | str:
+    """Send one text frame of ``size`` bytes; the close code the server answers with."""
+    try:
+        async with asyncio.timeout(30), connect(
+            f"{web.ws}/ws/sessions/{session_id}/",
+            additional_headers={"Cookie": f"sessionid={cookie}", "Origin": web.base},
+            open_timeout=10, max_size=None, close_timeout=5, compression=None,
+        ) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"cmd": "user_input", "data": {"text": "x" * size}}))
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else 1006
+    except TimeoutError:
+        return "no close within 30 s"
+    except OSError as exc:
+        return f"{exc.__class__.__name__}"
+
+
+@stopping_viewers
+async def scenario_slow(workdir: Path, *, servers: tuple[str, ...] = ("uvicorn", "daphne"),
+                        fast: int = 3, limit: int = 20000, rate: int = 2000,
+                        baseline_events: int = 6000, stall_events: int = 45000, chars: int = 60,
+                        oversize: bool = True) -> dict[str, Any]:
+    """A viewer stops reading while events flood at ``rate``/s, on each server kind at once
+    (one web process per kind, ``fast`` normal viewers + one slow viewer on each).
+
+    Phase 1: everybody reads (baseline latency of the fast viewers). Phase 2: the slow
+    viewers stop reading (4 KiB socket receive buffer, no compression: the worst case for
+    the server); the fast viewers' latency, each server's memory and the slow viewers' close
+    codes are recorded. Phase 3: the slow viewers read again; where the limit bit they are
+    closed with 4409 and catch up by replay. Every viewer must end at the log head with no
+    gap and no duplicate. Then, with ``oversize``, frames over the limit are sent to each."""
+    result: dict[str, Any] = {"scenario": "slow-viewer", "limit": limit, "rate": rate,
+                              "chunk_chars": chars}
+    with Cluster(workdir, env={"WS_SEND_BUFFER_EVENTS": str(limit)}) as cluster:
+        webs = {kind: cluster.add_web(kind) for kind in servers}
+        data = cluster.setup(users=["alice"], workflows=[chain_workflow(10)],
+                             sessions=[{"owner": "alice", "workflow": "fault-chain"}])
+        sid, cookie = data["sessions"][0], data["cookies"]["alice"]
+        fasts = {kind: [Viewer(f"{kind}-fast-{k}", [web], sid, cookie, compression=None)
+                        for k in range(fast)] for kind, web in webs.items()}
+        slows = {kind: Viewer(f"{kind}-slow", [web], sid, cookie, max_queue=1, rcvbuf=4096,
+                              compression=None) for kind, web in webs.items()}
+        everyone = [v for group in fasts.values() for v in group] + list(slows.values())
+        await start_viewers(everyone)
+        log("slow: baseline flood")
+        base = await in_thread(flood, cluster, sid, baseline_events, rate, chars)
+        await wait_viewers(everyone, {sid: base["last"]}, 60)
+        t_stall = time.time()
+        for slow in slows.values():
+            slow.reading.clear()
+        log("slow: stall flood")
+        with RssSampler({kind: web.proc.pid for kind, web in webs.items()}) as rss:
+            stall = await in_thread(flood, cluster, sid, stall_events, rate, chars)
+            await wait_viewers([v for g in fasts.values() for v in g], {sid: stall["last"]}, 60)
+        stalled_at = {kind: slow.last_seq for kind, slow in slows.items()}
+        closed_while_stalled = {
+            kind: (web.proc.log().count("too slow: closing with 4409") > 0) for kind, web in webs.items()}
+        log("slow: resume reading")
+        t_resume = time.time()
+        for slow in slows.values():
+            slow.reading.set()
+        caught = {kind: await slow.wait_seq(stall["last"], 120) for kind, slow in slows.items()}
+        catch_up = {kind: round(time.time() - t_resume, 2) for kind in slows}
+        await asyncio.sleep(0.3)
+        check = check_viewers(cluster, everyone, [sid], {})
+        check["problems"] = [p for p in check["problems"] if "transcript" not in p]  # no Message rows
+        await stop_viewers(everyone)
+        per_server: dict[str, Any] = {}
+        for kind in webs:
+            baseline = _latency_between(fasts[kind], 0, t_stall)
+            during = _latency_between(fasts[kind], t_stall)
+            slow = slows[kind]
+            per_server[kind] = {
+                "fast_baseline": _lat_summary(baseline),
+                "fast_with_stalled_viewer": _lat_summary(during),
+                "slow_stalled_at_seq": stalled_at[kind],
+                "slow_closes": [c for _, c, _ in slow.closes],
+                "closed_4409_while_stalled": closed_while_stalled[kind],
+                "slow_caught_up": caught[kind], "slow_catch_up_s": catch_up[kind],
+                "server_rss_growth_mb": rss.growth_mb()[kind],
+            }
+        if oversize:
+            log("slow: oversize frames")
+            for kind, web in webs.items():
+                per_server[kind]["oversize_close"] = {
+                    "100KiB": await _oversize(web, sid, cookie, 100 * 1024),
+                    "2MiB": await _oversize(web, sid, cookie, 2 * 2**20),
+                }
+        result.update(**check, servers=per_server, flood={"baseline": base, "stall": stall})
+        result["ok"] = not check["problems"] and all(caught.values())
+    return result
+
+
+def run_takeover_test() -> dict[str, Any]:
+    """tests/workflows/test_takeover.py's real-process test (SIGKILLed run_worker against
+    PostgreSQL + Redis), run with pytest; its summary line is quoted."""
+    test = "tests/workflows/test_takeover.py::test_sigkilled_worker_is_taken_over_after_its_lease_expires"
+    t0 = time.monotonic()
+    proc = subprocess.run([procs.PYTHON, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", test],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=procs.child_env())
+    line = next((ln.strip() for ln in proc.stdout.splitlines() if "take-over:" in ln), "")
+    return {"scenario": "takeover-test", "test": test, "ok": proc.returncode == 0,
+            "summary": line, "seconds": round(time.monotonic() - t0, 1),
+            "output_tail": "" if proc.returncode == 0 else proc.stdout[-2000:]}
+
+
+# ============================================================================ command line
+
+SCENARIOS: dict[str, Callable[[Path, bool], Any]] = {
+    "redis": lambda wd, quick: scenario_redis(wd, mode="restart", **({"tokens": 30, "rate": 30, "outage": 2}
+                                                                       if quick else {})),
+    "redis-blip": lambda wd, quick: scenario_redis(wd, mode="blip", **({"tokens": 30, "rate": 30, "outage": 2}
+                                                                         if quick else {})),
+    "web-kill": lambda wd, quick: scenario_kill(wd, kill_web=True, **({"tokens": 30, "rate": 30} if quick else {})),
+    "worker-kill": lambda wd, quick: scenario_kill(wd, kill_web=False, kill_worker=True,
+                                                   **({"tokens": 30, "rate": 30} if quick else {})),
+    "slow": lambda wd, quick: scenario_slow(wd, **({"limit": 2500, "chars": 400, "baseline_events": 2000,
+                                                   "stall_events": 11000, "rate": 2000, "fast": 2}
+                                                  if quick else {})),
+    "postgres": lambda wd, quick: scenario_postgres(wd, mode="reset", **({"tokens": 40, "rate": 30}
+                                                                         if quick else {})),
+    "postgres-hang": lambda wd, quick: scenario_postgres(wd, mode="hang", **({"tokens": 40, "rate": 30}
+                                                                             if quick else {})),
+    "postgres-blip": lambda wd, quick: scenario_postgres(wd, mode="reset", outage=0.4,
+                                                         **({"tokens": 40, "rate": 30} if quick else {})),
+    "takeover-test": None,  # type: ignore[dict-item]
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated scenario names: " + ", ".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="the small sizes of the CI tests")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
+    parser.add_argument("--layer", choices=("core", "pubsub"), default="core",
+                        help="pubsub: channels_redis's RedisPubSubChannelLayer (settings shim)")
+    parser.add_argument("--redis-options", default="", help='query string for REDIS_URL, e.g. '
+                        '"max_connections=1000&socket_timeout=15"')
+    args = parser.parse_args()
+    CLUSTER_DEFAULTS.update(layer=args.layer, redis_options=args.redis_options)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    results = []
+    for name in names:
+        for _ in range(args.repeat):
+            t0 = time.monotonic()
+            log(f"=== {name}")
+            if name == "takeover-test":
+                result = run_takeover_test()
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"faults-{name}-") as tmp:
+                    try:
+                        result = asyncio.run(SCENARIOS[name](Path(tmp), args.quick))
+                    except Exception as exc:  # a scenario that crashed is a failed scenario
+                        result = {"scenario": name, "ok": False, "crashed": repr(exc)}
+            result["seconds"] = round(time.monotonic() - t0, 1)
+            results.append(result)
+            print(json.dumps(result, default=str), flush=True)
+    command = "bench/faults.py " + " ".join(sys.argv[1:])
+    print(f"\n{'scenario':<28} {'ok':<5} seconds   ({command.strip()})", file=sys.stderr)
+    for r in results:
+        print(f"{r['scenario']:<28} {('yes' if r['ok'] else 'NO'):<5} {r['seconds']:>7}"
+              + (f"   problems: {r.get('problems') or r.get('consistency') or r.get('crashed')}"
+                 if not r["ok"] else ""), file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"command": command.strip(), "results": results}, indent=1, default=str))
+    sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

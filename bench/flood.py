@@ -61,7 +61,7 @@ async def main(args: argparse.Namespace) -> dict:
     poller = asyncio.get_running_loop().create_task(poll())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
-    while state["viewers"] < args.viewers and loop.time() < deadline:
+    while state["viewers"] < args.viewers and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     head = await database_sync_to_async(head_seq)(args.session)
     publisher = get_publisher()

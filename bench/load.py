@@ -34,6 +34,7 @@ import json
 import os
 import re
 import resource
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -131,8 +132,10 @@ class Shared:
 class Viewer(asyncio.Protocol):
     """One WebSocket viewer: handshake, frames, seq bookkeeping, reconnect on 4409."""
 
-    def __init__(self, shared: Shared, *, url: str, cookie: str, origin: str, slow: float = 0.0):
+    def __init__(self, shared: Shared, *, url: str, cookie: str, origin: str, slow: float = 0.0,
+                 ack: bool = True):
         self.shared = shared
+        self.ack = ack  # False: never acknowledges (a slow reader must not hold a flood back)
         self.url = url
         self.cookie = cookie
         self.origin = origin
@@ -159,7 +162,15 @@ class Viewer(asyncio.Protocol):
         )
         self.closed = False
         self.open = loop.create_future()
-        await loop.create_connection(lambda: self, parts.hostname, parts.port or 80)
+        if self.slow > 0:
+            # a slow reader with a small receive buffer: the kernel does not absorb its backlog
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (parts.hostname, parts.port or 80))
+            await loop.create_connection(lambda: self, sock=sock)
+        else:
+            await loop.create_connection(lambda: self, parts.hostname, parts.port or 80)
         await self.open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -377,7 +388,7 @@ async def _ack_loop(viewers: list[Viewer], interval: float) -> None:
     """Acknowledge progress (``ping`` with id ``a<seq>``): the flood's window is the slowest ack."""
     while True:
         for viewer in viewers:
-            if viewer.last >= 0 and viewer.last != viewer.acked and not viewer.closed:
+            if viewer.ack and viewer.last >= 0 and viewer.last != viewer.acked and not viewer.closed:
                 viewer.acked = viewer.last
                 viewer.send_text(f'{{"cmd":"ping","id":"a{viewer.last}"}}')
         await asyncio.sleep(interval)
@@ -408,6 +419,7 @@ async def main_async(spec: dict[str, Any]) -> None:
             viewer = Viewer(
                 shared, url=target["url"], cookie=target.get("cookie", ""),
                 origin=spec.get("origin", "http://127.0.0.1"), slow=slow,
+                ack=bool(target.get("ack", True)),
             )
             viewers.append(viewer)
             group.append(viewer)
@@ -429,8 +441,9 @@ async def main_async(spec: dict[str, Any]) -> None:
     cpu0 = _cpu()
     wall0 = time.time()
     ack_ms = float(spec.get("ack_ms", 0))
+    background: list[asyncio.Task[None]] = []
     if ack_ms > 0:
-        loop.create_task(_ack_loop(viewers, ack_ms / 1000.0))
+        background.append(loop.create_task(_ack_loop(viewers, ack_ms / 1000.0)))
     while True:
         command = await _read_line(reader)
         cmd = command.get("cmd")
@@ -439,6 +452,10 @@ async def main_async(spec: dict[str, Any]) -> None:
                 viewer.send_text(json.dumps({"cmd": "start_session", "id": f"start-{n}"}))
             _emit({"started": len(starters)})
         elif cmd == "mark":
+            # start of the measured part: frames and bytes of the connect phase (snapshots,
+            # presence) are not counted; events and seq checks continue across the mark
+            for viewer in viewers:
+                viewer.stats.frames = viewer.stats.bytes = 0
             cpu0 = _cpu()
             wall0 = time.time()
             _emit({"marked": True})

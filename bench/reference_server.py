@@ -101,7 +101,7 @@ async def flood(sid: str, seconds: float, viewers: int, window: int, chunk: int)
     loop = asyncio.get_running_loop()
     # wait (bounded) until every viewer has acknowledged its snapshot position
     deadline = loop.time() + 10
-    while len(r.acks) < viewers and loop.time() < deadline:
+    while len(r.acks) < viewers and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     first = r.seq + 1
     data = {"chunk": CHUNK, "agent_id": "bench", "node_id": "flood", "is_thinking": False}

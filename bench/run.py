@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 from bench.load import Histogram, raise_fd_limit  # noqa: E402
 
+PROD_WS = "websockets-sansio"  # what bin/prod runs (docs/PERFORMANCE.md says why)
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "11"))
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 
@@ -75,19 +78,21 @@ class Server:
         self.name = name
         self.port = port
         self.log_path = logdir / f"{name}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.ps = psutil.Process(self.proc.pid)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, path: str = "/bench/health") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
             try:
-                http_json(self.port, "/bench/health", timeout=2)
-                return
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready: {self.log_path.read_text()[-2000:]}")
@@ -146,7 +151,7 @@ class LoadGroup:
                         part["slow_count"] = (target["slow_count"] // procs
                                               + (1 if i < target["slow_count"] % procs else 0))
                     specs[i].append(part)
-        for i, spec_targets in enumerate(specs):
+        for spec_targets in specs:
             if not spec_targets:
                 continue
             path = workdir / f"load-{uuid.uuid4().hex[:6]}.json"
@@ -242,6 +247,8 @@ def summarize(workload: str, system: str, reports: list[dict[str, Any]], *,
         server_cpu=100.0 * server_cpu_s / max(wall_s, 1e-3),
         server_rss_mb=rss_peak / 2**20, client_cpu=100.0 * client_cpu / max(wall_s, 1e-3),
         extra=dict(note or {}, min_events=min((c["events"] for c in clients), default=0),
+                   max_ms_not_reconnected=max((c["max_ms"] for c in clients if not c["reconnects"]),
+                                              default=None),
                    clients_with_loss=sum(1 for c in clients if c["gaps"] or c["missing"]),
                    lossy=[{k: c[k] for k in ("s", "gaps", "missing", "gap_at", "at", "reconnects",
                                              "closes")}
@@ -297,17 +304,20 @@ class Bench:
             server.stop()
         self.servers = []
 
-    def django_server(self, env: dict[str, str], *, kind: str = "uvicorn", ws: str = "websockets",
-                      name: str = "django") -> Server:
+    def django_server(self, env: dict[str, str], *, kind: str = "uvicorn", ws: str = PROD_WS,
+                      name: str = "django", app: str = "bench.asgi:application") -> Server:
+        """uvicorn as bin/prod runs it (or daphne); ``app`` config.asgi:application = no bench hooks."""
         port = free_port()
         if kind == "daphne":
-            argv = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0",
-                    "bench.asgi:application"]
+            argv = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
         else:
-            argv = [PY, "-m", "uvicorn", "bench.asgi:application", "--host", "127.0.0.1",
+            argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1",
                     "--port", str(port), "--ws", ws, "--lifespan", "on", "--no-access-log",
-                    "--log-level", "warning", "--backlog", "4096", "--ws-max-size", "1048576"]
-        return self.start(name, argv, env, port)
+                    "--log-level", "warning", "--backlog", "4096", "--ws-max-size", "65536"]
+        server = Server(name, argv, env, self.work, port)
+        self.servers.append(server)
+        server.wait_ready(path="/bench/health" if app.startswith("bench.") else "/accounts/login/")
+        return server
 
     def reference_server(self) -> Server:
         port = free_port()
@@ -387,7 +397,7 @@ class Bench:
 
     def profile_start(self, workload: str, system: str, servers: list[Server]) -> list:
         """py-spy (``pip install py-spy``; not a requirement) on each server while measured."""
-        if not self.args.profile or system == "reference" and not self.args.profile_reference:
+        if not self.args.profile or (system == "reference" and not self.args.profile_reference):
             return []
         spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         out = Path(self.args.profile)
@@ -447,16 +457,21 @@ class Bench:
                      self.flood_trigger(server.port, sid, n), procs=a.flood_procs, ack_ms=a.ack_ms)
         self.stop_all()
         if a.slow_readers:
-            env, fx = self.sqlite_setup("flood-slow", 1, "bench-solo", WS_SEND_BUFFER_EVENTS="2000")
+            # k viewers stop reading for 4 s every 8 s (small receive buffer, no acks: they do
+            # not hold the flood back; the loopback send buffer absorbs ~15k events); with a
+            # 500-event send buffer they get 4409 and must catch up by replay, losing nothing
+            k = a.slow_readers
+            env, fx = self.sqlite_setup("flood-slow", 1, "bench-solo", WS_SEND_BUFFER_EVENTS="500")
             server = self.django_server(env)
             sid = fx["sessions"][0]
+            url = f"ws://127.0.0.1:{server.port}/ws/sessions/{sid}/"
             self.measure("flood+slow", "django", [server],
-                         [{"url": f"ws://127.0.0.1:{server.port}/ws/sessions/{sid}/",
-                           "session": sid, "count": n, "cookie": fx["cookie"],
-                           "slow_count": a.slow_readers, "slow": 0.5}],
-                         self.flood_trigger(server.port, sid, n - a.slow_readers),
+                         [{"url": url, "session": sid, "count": n - k, "cookie": fx["cookie"]},
+                          {"url": url, "session": sid, "count": k, "cookie": fx["cookie"],
+                           "slow_count": k, "slow": 4.0, "ack": False}],
+                         self.flood_trigger(server.port, sid, n - k),
                          procs=a.flood_procs, ack_ms=a.ack_ms,
-                         note={"slow_readers": a.slow_readers, "WS_SEND_BUFFER_EVENTS": 2000})
+                         note={"slow_readers": k, "WS_SEND_BUFFER_EVENTS": 500})
             self.stop_all()
 
     def w_levers(self) -> None:
@@ -466,8 +481,11 @@ class Bench:
         variants = [
             ("daphne", {"kind": "daphne"}, {}),
             ("uvicorn 1 event/frame", {}, {"WS_BATCH_MAX_EVENTS": "1"}),
-            ("uvicorn ws-sansio", {"ws": "websockets-sansio"}, {}),
+            ("uvicorn ws=websockets", {"ws": "websockets"}, {}),
+            ("uvicorn ws=wsproto", {"ws": "wsproto"}, {}),
         ]
+        if importlib.util.find_spec("wsproto") is None:
+            variants.pop()
         for label, server_kw, env_extra in variants:
             env, fx = self.sqlite_setup(f"lever-{len(self.results)}", 1, "bench-solo", **env_extra)
             server = self.django_server(env, **server_kw)
@@ -579,15 +597,48 @@ class Bench:
                       {"url": f"{url}{sids[0]}/", "session": sids[0], "count": 1})
         self.stop_all()
         env, fx = self.sqlite_setup("idle", max(1, total // per), "bench-solo")
-        for label, kw in (("django", {}), ("django ws-sansio", {"ws": "websockets-sansio"}),
-                          ("django daphne", {"kind": "daphne"}))[: 3 if a.idle_variants else 1]:
-            server = self.django_server(env, **kw)
+        variants: list[tuple[str, dict[str, str]]] = [("django", {})]
+        if a.idle_variants:
+            variants += [("django ws=websockets", {"ws": "websockets"}),
+                         ("django daphne", {"kind": "daphne"})]
+            if importlib.util.find_spec("wsproto") is not None:
+                variants.append(("django ws=wsproto", {"ws": "wsproto"}))
+        for label, kw in variants:
+            server = self.django_server(env, app="config.asgi:application", **kw)
             url = f"ws://127.0.0.1:{server.port}/ws/sessions/"
             self.idle_one(label, server,
                           [{"url": f"{url}{s}/", "session": s, "count": per, "cookie": fx["cookie"]}
                            for s in fx["sessions"]],
                           {"url": f"{url}{fx['sessions'][0]}/", "session": fx["sessions"][0],
                            "count": 1, "cookie": fx["cookie"]})
+            self.stop_all()
+
+    def w_memory(self) -> None:
+        """What an idle socket holds, by package (tracemalloc, PYTHONTRACEMALLOC=12)."""
+        a = self.args
+        n = min(a.idle_sockets, 1000)
+        print(f"[memory] tracemalloc of {n} idle sockets, by package", flush=True)
+        env, fx = self.sqlite_setup("memory", 10, "bench-solo")
+        env["PYTHONTRACEMALLOC"] = "12"
+        for label, kw in (("uvicorn ws=" + PROD_WS, {}), ("uvicorn ws=websockets", {"ws": "websockets"})):
+            server = self.django_server(env, **kw)
+            url = f"ws://127.0.0.1:{server.port}/ws/sessions/"
+            warm = LoadGroup([{"url": f"{url}{fx['sessions'][0]}/", "session": "w", "count": 1,
+                               "cookie": fx["cookie"]}], 1, self.work)
+            time.sleep(1.0)
+            http_json(server.port, "/bench/memory?action=snap")
+            load = LoadGroup([{"url": f"{url}{s}/", "session": s, "count": n // 10,
+                               "cookie": fx["cookie"]} for s in fx["sessions"]], 1, self.work)
+            time.sleep(2.0)
+            diff = http_json(server.port, "/bench/memory?action=diff&key=package")["by_package"]
+            load.kill()
+            warm.kill()
+            per = {k: round(v / max(load.connected, 1)) for k, v in diff.items() if abs(v) > n * 50}
+            total = round(sum(diff.values()) / max(load.connected, 1))
+            print(f"  {label}: {total} bytes of Python objects per socket: {json.dumps(per)}",
+                  flush=True)
+            self.results.append(Result(workload="memory", system=label, viewers=load.connected,
+                                       extra={"bytes_per_socket": total, "by_package": per}))
             self.stop_all()
 
     def w_replay(self) -> None:
@@ -656,9 +707,13 @@ class Bench:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
     def w_scale(self) -> None:
+        self.w_scaleflood()
+        self.w_scalebusy()
+
+    def w_scaleflood(self) -> None:
         a = self.args
         n = a.flood_viewers
-        print(f"[scale] Redis + PostgreSQL, worker process, external flood publisher", flush=True)
+        print("[scale] Redis + PostgreSQL, external flood publisher", flush=True)
         for webs in (1, 2):
             env, db = self.pg_env(f"scale{webs}")
             try:
@@ -686,7 +741,10 @@ class Bench:
             finally:
                 self.stop_all()
                 self.pg_drop(db)
-        # busy meeting across two web processes, run in a worker process
+    def w_scalebusy(self) -> None:
+        """Busy meeting across two web processes, the run in a worker process."""
+        a = self.args
+        print("[scale] busy meeting: 2 web processes + worker, Redis + PostgreSQL", flush=True)
         env, db = self.pg_env("scalebusy", SCRIPTED_TOKENS_PER_SECOND="50")
         try:
             fx = self.fixtures(env, "prepare", "--sessions", "1", "--workflow", "bench-parallel",
@@ -764,7 +822,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke)")
     parser.add_argument("--flood-viewers", type=int, default=100)
     parser.add_argument("--flood-seconds", type=float, default=5)
-    parser.add_argument("--window", type=int, default=3000, help="flood: events beyond the slowest ack")
+    parser.add_argument("--window", type=int, default=200, help="flood: events beyond the slowest ack")
     parser.add_argument("--chunk", type=int, default=200)
     parser.add_argument("--ack-ms", type=float, default=20)
     parser.add_argument("--flood-procs", type=int, default=1, help="load processes for the flood")
@@ -780,7 +838,7 @@ def main() -> None:
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
     parser.add_argument("--profile-reference", action="store_true")
-    parser.add_argument("--quiet-wait", type=float, default=30,
+    parser.add_argument("--quiet-wait", type=float, default=10,
                         help="before each measurement wait up to this many s for a quiet machine")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the Django processes (repeatable)")

@@ -82,7 +82,7 @@ class LoadClient:
     def __init__(self, spec: dict[str, Any], workdir: Path) -> None:
         path = workdir / "load-spec.json"
         path.write_text(json.dumps(spec))
-        self.stderr = open(workdir / "load.log", "wb")  # noqa: SIM115
+        self.stderr = open(workdir / "load.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "load.py"), str(path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, cwd=ROOT,
@@ -120,20 +120,28 @@ class LoadClient:
 
 
 class MemorySampler:
-    """RSS of the server processes every ``every`` seconds (psutil), in the event loop."""
+    """RSS and CPU time of the server processes every ``every`` seconds (psutil)."""
 
     def __init__(self, procs: dict[str, int], every: float) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in procs.items()}
         self.every = every
         self.samples: list[tuple[float, dict[str, int]]] = []
+        self.cpu: list[tuple[float, dict[str, float]]] = []
+        self.load: list[float] = []  # the machine's 1-minute load average (other users included)
 
     async def run(self, t0: float) -> None:
         while True:
-            row = {}
+            row: dict[str, int] = {}
+            cpu: dict[str, float] = {}
             for name, proc in self.procs.items():
                 with contextlib.suppress(psutil.Error):
                     row[name] = proc.memory_info().rss
-            self.samples.append((time.monotonic() - t0, row))
+                    times = proc.cpu_times()
+                    cpu[name] = times.user + times.system
+            now = time.monotonic() - t0
+            self.samples.append((now, row))
+            self.cpu.append((now, cpu))
+            self.load.append(os.getloadavg()[0])
             await asyncio.sleep(self.every)
 
     def growth(self, warmup: float) -> dict[str, Any]:
@@ -153,22 +161,36 @@ class MemorySampler:
             }
         return out
 
+    def cpu_percent(self) -> dict[str, float]:
+        """Average CPU use of each process over the sampled run (100 = one core)."""
+        if len(self.cpu) < 2:
+            return {}
+        (t0, first), (t1, last) = self.cpu[0], self.cpu[-1]
+        return {name: round(100.0 * (last[name] - first[name]) / max(1e-9, t1 - t0), 1)
+                for name in first if name in last}
 
+
+@faults.stopping_viewers
 async def soak(
     *, sockets: int = 1000, sessions: int = 20, seconds: float = 600.0, rate: float = 8.0,
     server: str = "daphne", webs: int = 2, workdir: Path | None = None, say_every: float = 30.0,
+    redis_options: str = "", warmup: float | None = None, layer: str = "core",
 ) -> dict[str, Any]:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
     users_needed = max(0, sockets // sessions - 1)  # the owner's socket makes the rest
     if users_needed * sessions + sessions != sockets:
         raise SystemExit("--sockets must be a multiple of --sessions")
     users = [f"u{n:03d}" for n in range(users_needed)]
-    warmup = max(20.0, 0.2 * seconds)
+    warmup = max(20.0, 0.2 * seconds) if warmup is None else warmup
     result: dict[str, Any] = {
         "sockets": sockets, "sessions": sessions, "seconds": seconds, "rate_tokens_per_s": rate,
-        "server": server, "web_processes": webs, "warmup_s": warmup,
+        "server": server, "web_processes": webs, "warmup_s": warmup, "redis_options": redis_options,
+        "layer": layer,
     }
-    with Cluster(workdir, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
+    # The default 15 s lease (the fault scenarios use 2 s to take over fast): under a load
+    # that delays a renewal past a short lease, the worker would take its own run over.
+    env = {"SCRIPTED_TOKENS_PER_SECOND": str(rate), "WORKER_LEASE_SECONDS": "15"}
+    with Cluster(workdir, env=env, redis_options=redis_options, layer=layer) as cluster:
         servers = [cluster.add_web(server) for _ in range(webs)]
         cluster.add_worker()
         definition = soak_workflow(seconds, rate)
@@ -191,7 +213,7 @@ async def soak(
         checkers = [Viewer(f"owner-{i}", servers, sid, cookies["owner"], server_index=i)
                     for i, sid in enumerate(sids)]
         sampler = MemorySampler({**{f"web{i + 1}": w.proc.pid for i, w in enumerate(servers)},
-                                 "worker": cluster.workers[0].pid}, every=max(1.0, seconds / 120))
+                                 "worker": cluster.workers[0].pid}, every=min(5.0, max(0.5, seconds / 120)))
         sampler_task = None
         try:
             ready = await faults.in_thread(load.read, 180)
@@ -200,6 +222,7 @@ async def soak(
             result["connect_errors"] = ready["errors"]
             log(f"soak: {result['connected']} sockets connected in {ready['connect_seconds']} s")
             t0 = time.monotonic()
+            t0_wall = time.time()
             sampler_task = asyncio.get_running_loop().create_task(sampler.run(t0))
             await faults.in_thread(cluster.start_runs, sids)
             said = 0
@@ -241,7 +264,20 @@ async def soak(
             [code for _, code, _ in v.closes] for v in checkers if v.closes]
         reconnects = sum(c["reconnects"] for c in clients) + check["reconnects"]
         memory = sampler.growth(warmup)
-        log_errors = cluster.log_problems()
+        log_errors = cluster.log_summary()
+        windows = {}
+        for label, lo, hi in (("warm-up", 0.0, warmup), ("after warm-up", warmup, 1e9)):
+            values = [lat for v in checkers for recv, _, lat in v.latencies
+                      if lo <= recv - lat - t0_wall < hi]
+            windows[label] = faults._lat_summary(values)
+        step = max(10.0, seconds / 10)
+        series = []
+        for k in range(int(result["run_seconds"] // step) + 1):
+            values = [lat for v in checkers for recv, _, lat in v.latencies
+                      if k * step <= recv - lat - t0_wall < (k + 1) * step]
+            if values:
+                series.append({"from_s": round(k * step), "p50_ms": faults.ms(faults.pct(values, 50)),
+                               "p99_ms": faults.ms(faults.pct(values, 99))})
         events = sum(heads.values())
         result.update(
             said=said,
@@ -252,17 +288,43 @@ async def soak(
             transcript_problems=check["problems"],
             latency_ms={"p50": hist.percentile(50), "p99": hist.percentile(99),
                         "p999": hist.percentile(99.9), "max": max((c["max_ms"] for c in clients), default=None)},
+            owner_socket_latency=windows,
+            owner_socket_latency_series=series,
+            machine_load_avg={"mean": round(statistics.mean(sampler.load), 2) if sampler.load else None,
+                              "max": round(max(sampler.load), 2) if sampler.load else None,
+                              "cores": os.cpu_count()},
+            cpu_percent={**sampler.cpu_percent(),
+                         "load client": round(100.0 * report["cpu_seconds"] / max(1e-9, report["wall_seconds"]), 1)},
             memory=memory,
-            log_errors=log_errors[:10],
+            log_errors=log_errors,
             all_completed=all(s == "completed" for s in statuses.values()),
         )
-        result["ok"] = bool(
+        known = {k: v for k, v in log_errors.items() if known_bug(k)}
+        unexpected = {k: v for k, v in log_errors.items() if not known_bug(k)}
+        result["log_errors_known_bugs"] = {f"{known_bug(k)}: {k}": v for k, v in known.items()}
+        result["log_errors_unexpected"] = unexpected
+        result["delivery_ok"] = bool(
             result["connected"] == sockets and not lost and not dups and not closes
-            and not reconnects and not check["problems"] and not log_errors
-            and result["all_completed"]
-            and memory and all(m["growth_pct"] < 5.0 for name, m in memory.items() if name.startswith("web"))
+            and not reconnects and not check["problems"] and result["all_completed"]
         )
+        result["memory_ok"] = bool(memory) and all(
+            m["growth_pct"] < 5.0 for name, m in memory.items() if name.startswith("web"))
+        # ok: every criterion, no traceback at all; ok_but_known_bugs: the same, except
+        # tracebacks that are known bugs (listed in docs/RELIABILITY.md) are tolerated
+        result["ok_but_known_bugs"] = result["delivery_ok"] and result["memory_ok"] and not unexpected
+        result["ok"] = result["ok_but_known_bugs"] and not known
     return result
+
+
+# Server log tracebacks that are known bugs (docs/RELIABILITY.md, tests/reliability xfails).
+KNOWN_BUG_LOGS = {
+    "receive failed; retrying -> redis.exceptions.TimeoutError": "B4 idle receive timeout",
+    "redis.exceptions.MaxConnectionsError": "B5 Redis pool of 100 connections",
+}
+
+
+def known_bug(line: str) -> str | None:
+    return next((bug for signature, bug in KNOWN_BUG_LOGS.items() if signature in line), None)
 
 
 def main() -> None:
@@ -274,12 +336,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="tokens/s per streaming agent")
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--redis-options", default="",
+                        help='query string added to REDIS_URL, e.g. "max_connections=1000&socket_timeout=15"')
+    parser.add_argument("--layer", choices=("core", "pubsub"), default="core",
+                        help="pubsub: run with channels_redis's RedisPubSubChannelLayer (a settings "
+                             "module written into the work directory)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
     command = "bench/soak.py " + " ".join(sys.argv[1:])
     result = asyncio.run(soak(sockets=args.sockets, sessions=args.sessions, seconds=seconds,
-                              rate=args.rate, server=args.server, webs=args.webs))
+                              rate=args.rate, server=args.server, webs=args.webs,
+                              redis_options=args.redis_options, layer=args.layer))
     result["command"] = command.strip()
     print(json.dumps(result, indent=1, default=str))
     if args.json:
@@ -289,7 +357,8 @@ def main() -> None:
           f"{result['sessions']} sessions, {result['run_seconds']} s, {result['events_logged']} events "
           f"({result['events_per_second']}/s), {result['deliveries']} deliveries, lost {result['lost']}, "
           f"duplicates {result['duplicates']}, reconnects {result['reconnects']}, "
-          f"memory growth {({k: v['growth_pct'] for k, v in result['memory'].items()})} %",
+          f"memory growth {({k: v['growth_pct'] for k, v in result['memory'].items()})} %, "
+          f"server log tracebacks {sum(result['log_errors'].values())}",
           file=sys.stderr)
     sys.exit(0 if result["ok"] else 1)
 

@@ -30,11 +30,20 @@ from sessions_app.models import Session
 
 log = logging.getLogger(__name__)
 
+try:
+    from redis.exceptions import TimeoutError as _IdleTimeout
+except ImportError:  # pragma: no cover - redis is a runtime requirement
+    _IdleTimeout = TimeoutError  # type: ignore[misc,assignment]
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int], Awaitable[None]]
 
 PRESENCE_REFRESH_SECONDS = 20.0
 PRESENCE_EXPIRY_SECONDS = 60.0
+# Sockets arriving or leaving within this window make one presence update, and only a change
+# is sent: announcing every attach to every local viewer was O(viewers^2) frames while a
+# thousand viewers joined (docs/PERFORMANCE.md).
+PRESENCE_DEBOUNCE_SECONDS = 0.25
 MAINTENANCE_SECONDS = 1.0
 TAIL_CHECK_SECONDS = 3.0
 
@@ -46,7 +55,6 @@ class Viewer:
         "_close",
         "_send",
         "_task",
-        "_wake",
         "active",
         "buffered",
         "closed",
@@ -75,7 +83,7 @@ class Viewer:
         self.buffered: list[tuple[int, str]] = []  # before activation
         self.pending: list[str] = []
         self.limit = settings.WS_SEND_BUFFER_EVENTS
-        self._wake = asyncio.Event()
+        # The writer task exists only while frames wait (an idle socket holds no task).
         self._task: asyncio.Task[None] | None = None
         self.last_received = time.monotonic()
 
@@ -127,7 +135,7 @@ class Viewer:
             self.pending = []
             self.overflow()
             return
-        self._wake.set()
+        self._kick()
 
     def refill(self, missing: list[tuple[int, str]]) -> None:
         """Deliver what the log had, then the held live frames, in seq order."""
@@ -162,7 +170,7 @@ class Viewer:
             self.pending = []
             self.overflow()
             return
-        self._wake.set()
+        self._kick()
 
     def overflow(self) -> None:
         log.warning("viewer of %s too slow: closing with 4409", self.session_id)
@@ -175,42 +183,59 @@ class Viewer:
         self.last_seq = last_seq
         self.active = True
         self.refill(missing)
-        self._task = asyncio.get_running_loop().create_task(self._write_loop())
-        self._wake.set()
+        self._kick()
 
     def stop(self) -> None:
         self.closed = True
         if self._task is not None:
             self._task.cancel()
 
+    def _kick(self) -> None:
+        if self._task is None and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._write_loop())
+
     async def _write_loop(self) -> None:
+        """Send what waits, as few frames as possible, then end (the next push starts another)."""
         limit = settings.WS_BATCH_MAX_EVENTS
         try:
-            while not self.closed:
-                await self._wake.wait()
-                self._wake.clear()
-                while self.pending and not self.closed:
-                    items, self.pending = self.pending, []
-                    for start in range(0, len(items), limit):
-                        chunk = items[start : start + limit]
-                        text = chunk[0] if len(chunk) == 1 else protocol.encode_batch(
-                            self.session_id, chunk
-                        )
-                        await self._send({"type": "websocket.send", "text": text})
+            while self.pending and not self.closed:
+                items, self.pending = self.pending, []
+                if len(items) == 1:
+                    await self._send({"type": "websocket.send", "text": items[0]})
+                    continue
+                head, tail = _batch_parts(self.session_id)
+                for start in range(0, len(items), limit):
+                    chunk = items[start : start + limit]
+                    text = chunk[0] if len(chunk) == 1 else head + ",".join(chunk) + tail
+                    await self._send({"type": "websocket.send", "text": text})
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away: its disconnect handler detaches it
             self.closed = True
+        finally:
+            self._task = None
+
+
+def _batch_parts(session_id: str) -> tuple[str, str]:
+    """``protocol.encode_batch`` split around its event list: one envelope encode per drain."""
+    empty = protocol.encode_batch(session_id, [])
+    cut = empty.index(_EVENTS_MARKER) + len(_EVENTS_MARKER) - 1
+    return empty[:cut], empty[cut:]
+
+
+_EVENTS_MARKER = '"events":[]'
 
 
 class _Subscription:
-    __slots__ = ("head", "last_frame_at", "remote", "viewers")
+    __slots__ = ("announced", "head", "last_frame_at", "remote", "shown", "viewers")
 
     def __init__(self) -> None:
         self.viewers: set[Viewer] = set()
         self.head: int | None = None
         self.remote: dict[str, tuple[list[str], float]] = {}
         self.last_frame_at = time.monotonic()
+        self.announced: list[str] | None = None  # local users last told to other processes
+        self.shown: dict[str, Any] | None = None  # presence last sent to the local viewers
 
 
 @database_sync_to_async
@@ -236,6 +261,7 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self.sockets_per_user: dict[str, int] = {}
         self._fills: set[asyncio.Task[None]] = set()
+        self._presence_due: set[str] = set()
 
     # ----------------------------------------------------------------- lifecycle
     async def _ensure_started(self) -> None:
@@ -268,7 +294,7 @@ class Hub:
             )
         viewer.on_gap = self._fill_viewer
         viewer.activate(last_seq=last_seq, initial=initial, missing=missing)
-        await self._announce_presence(viewer.session_id)
+        self._presence_changed(viewer.session_id)
 
     def _fill_viewer(self, viewer: Viewer) -> None:
         async def fill() -> None:
@@ -297,7 +323,9 @@ class Hub:
                 )
             except Exception:
                 log.exception("group_discard failed")
-        await self._announce_presence(viewer.session_id)
+            await self._announce_users(viewer.session_id, [])
+            return
+        self._presence_changed(viewer.session_id)
 
     # ----------------------------------------------------------------- presence
     def local_users(self, session_id: str) -> list[str]:
@@ -314,26 +342,48 @@ class Hub:
                     users.update(remote_users)
         return {"count": len(users), "users": sorted(users)}
 
-    async def _announce_presence(self, session_id: str) -> None:
-        message = {
-            "type": groups.PRESENCE,
-            "sid": session_id,
-            "hub": self.id,
-            "users": self.local_users(session_id),
-        }
+    def _presence_changed(self, session_id: str) -> None:
+        """Someone came or went: update presence once the debounce window has passed."""
+        if session_id in self._presence_due:
+            return
+        self._presence_due.add(session_id)
+        asyncio.get_running_loop().call_later(
+            PRESENCE_DEBOUNCE_SECONDS, self._presence_timer, session_id
+        )
+
+    def _presence_timer(self, session_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush_presence(session_id))
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _flush_presence(self, session_id: str, *, refresh: bool = False) -> None:
+        self._presence_due.discard(session_id)
+        subs = self.sessions.get(session_id)
+        if subs is None:
+            return
+        users = self.local_users(session_id)
+        if refresh or users != subs.announced:
+            subs.announced = users
+            await self._announce_users(session_id, users)
+        self._send_presence(session_id)
+
+    async def _announce_users(self, session_id: str, users: list[str]) -> None:
+        message = {"type": groups.PRESENCE, "sid": session_id, "hub": self.id, "users": users}
         try:
             await self.layer.group_send(groups.session_group(session_id), message)
         except Exception:
             log.exception("presence broadcast failed")
-        self._send_presence(session_id)
 
     def _send_presence(self, session_id: str) -> None:
+        """Send the presence to the local viewers if it changed since the last time."""
         subs = self.sessions.get(session_id)
         if not subs:
             return
-        text = protocol.encode(
-            event="presence", session_id=session_id, data=self.presence(session_id)
-        )
+        data = self.presence(session_id)
+        if data == subs.shown:
+            return
+        subs.shown = data
+        text = protocol.encode(event="presence", session_id=session_id, data=data)
         for viewer in subs.viewers:
             viewer.push_ephemeral(text)
 
@@ -341,10 +391,8 @@ class Hub:
         subs = self.sessions.get(message["sid"])
         if subs is None or message["hub"] == self.id:
             return
-        before = self.presence(message["sid"])
         subs.remote[message["hub"]] = (list(message["users"]), time.monotonic())
-        if self.presence(message["sid"]) != before:
-            self._send_presence(message["sid"])
+        self._send_presence(message["sid"])
 
     # ----------------------------------------------------------------- frames
     async def _on_frames(self, message: dict[str, Any]) -> None:
@@ -386,6 +434,10 @@ class Hub:
                 message = await self.layer.receive(channel)
             except asyncio.CancelledError:
                 raise
+            except _IdleTimeout:
+                # redis-py >= 8 times out an idle blocking read after socket_timeout (5 s):
+                # nothing was lost, ask again at once (no sleep, no log line).
+                continue
             except Exception:
                 log.exception("channel layer receive failed; retrying")
                 await asyncio.sleep(0.5)
@@ -418,7 +470,7 @@ class Hub:
                 if now - last_presence > PRESENCE_REFRESH_SECONDS:
                     last_presence = now
                     for session_id in list(self.sessions):
-                        await self._announce_presence(session_id)
+                        await self._flush_presence(session_id, refresh=True)
                 if now - last_tail > TAIL_CHECK_SECONDS and self.sessions:
                     last_tail = now
                     await self._tail_check()

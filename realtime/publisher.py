@@ -37,7 +37,8 @@ def _layer_message(session_id: str, frames: list[StoredFrame]) -> dict[str, Any]
     return {
         "type": groups.FRAMES,
         "sid": session_id,
-        "frames": [[f.seq, f.text] for f in frames],
+        # tuples of immutables: the in-memory layer's deepcopy returns them without copying
+        "frames": tuple((f.seq, f.text) for f in frames),
     }
 
 

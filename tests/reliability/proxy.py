@@ -117,7 +117,7 @@ class TcpProxy:
                 asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
             )
             self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return

@@ -1,0 +1,118 @@
+"""A viewer that stops reading: the others do not wait for it; where the server lets the
+application see the backlog (uvicorn) it is closed with 4409 once WS_SEND_BUFFER_EVENTS frames
+wait for it; it catches up by replay when it reads again. Daphne (Twisted) buffers outgoing
+frames itself without bound, so there the limit never bites (measured, docs/RELIABILITY.md).
+Also: over-size frames through the real servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import faults
+from realtime import protocol
+from realtime.eventlog import frame_text
+from realtime.hub import Viewer
+
+SID = "5b0e2a1c-0000-4000-8000-000000000001"
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_stalled_viewer_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    """uvicorn and daphne side by side, one flood: each has 2 fast viewers and one that
+    stops reading (4 KiB receive buffer, no compression). Then over-size frames to each."""
+    faults.check_shared_redis()
+    result = await faults.scenario_slow(
+        tmp_path, servers=("uvicorn", "daphne"), fast=2, limit=2500, chars=400, rate=2000,
+        baseline_events=2000, stall_events=11000, oversize=True,
+    )
+    print("\n" + json.dumps(result, default=str))
+    assert result["problems"] == []  # every viewer, slow ones included, ends at the head
+    assert result["dups"] == 0 and result["gaps"] == 0
+    uvicorn, daphne = result["servers"]["uvicorn"], result["servers"]["daphne"]
+    # uvicorn applies back-pressure: the stalled viewer's backlog reaches the limit -> 4409
+    assert uvicorn["closed_4409_while_stalled"] and 4409 in uvicorn["slow_closes"]
+    # daphne never blocks the application's send: no 4409, the backlog sits in its memory
+    assert not daphne["closed_4409_while_stalled"]
+    for server in (uvicorn, daphne):
+        assert server["slow_caught_up"]
+        # the others do not wait for it (documented bound: p99 within 250 ms of the baseline;
+        # asserted generously here, the machine is shared)
+        assert server["fast_with_stalled_viewer"]["p99_ms"] <= server["fast_baseline"]["p99_ms"] + 1000
+        assert server["fast_with_stalled_viewer"]["max_ms"] < 5000
+    # frames over WS_MAX_FRAME_BYTES (64 KiB): 1009 under uvicorn (daphne: see the xfail below)
+    assert uvicorn["oversize_close"] == {"100KiB": 1009, "2MiB": 1009}
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.xfail(strict=True, reason=(
+    "bug (realtime/consumers.py): under daphne, SessionConsumer.receive's close(code=1009) "
+    "raises in autobahn ('invalid close code 1009 (must be 1000 or from [3000, 4999])'): "
+    "the consumer dies, the client gets 1011 instead of 1009, disconnect() never runs and "
+    "the socket stays counted, so after WS_MAX_SOCKETS_PER_USER such frames the user gets "
+    "4430"))
+async def test_oversized_frame_is_closed_1009_and_leaks_nothing_under_daphne(tmp_path: Path) -> None:
+    faults.check_shared_redis()
+    with faults.Cluster(tmp_path) as cluster:
+        web = cluster.add_web("daphne", WS_MAX_SOCKETS_PER_USER="2")
+        data = cluster.setup(users=["alice"], workflows=[faults.chain_workflow(10)],
+                             sessions=[{"owner": "alice", "workflow": "fault-chain"}])
+        sid, cookie = data["sessions"][0], data["cookies"]["alice"]
+        codes = [await faults._oversize(web, sid, cookie, 100 * 1024) for _ in range(2)]
+        again = await faults.fresh_snapshot(web, sid, cookie)  # refused with 4430 if counts leaked
+        assert codes == [1009, 1009]
+        assert again["last_seq"] == 0
+
+
+# --------------------------------------------------------------------------- one viewer
+
+
+def _frames(first: int, last: int) -> list[tuple[int, str]]:
+    from datetime import UTC, datetime
+
+    return [
+        (seq, frame_text(session_id=SID, seq=seq, event="token_stream", node_id="n",
+                         data={"chunk": f"w{seq} ", "agent_id": "a", "node_id": "n", "is_thinking": False},
+                         at=datetime.now(UTC)))
+        for seq in range(first, last + 1)
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug (realtime/hub.py Viewer.activate): the snapshot/replay frames are put in `pending` "
+    "and count against WS_SEND_BUFFER_EVENTS, so a viewer reconnecting more than the limit "
+    "behind (the normal case after a 4409: it missed more than the limit by construction) is "
+    "closed with 4409 again as soon as one live frame arrives before its writer ran; under "
+    "load it can loop (seen in bench/faults.py slow: a slow viewer closed twice)"))
+async def test_a_replay_longer_than_the_send_buffer_is_not_a_slow_viewer(settings: Any) -> None:
+    settings.WS_SEND_BUFFER_EVENTS = 10
+    sent: list[str] = []
+    closed: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["text"])
+
+    async def close(code: int) -> None:
+        closed.append(code)
+
+    viewer = Viewer(session_id=SID, user="alice", send=send, close=close)
+    replay = _frames(1, 100)  # what the consumer read after ?last_seq=0
+    (live_seq, live_text), = _frames(101, 101)
+    viewer.push(live_seq, live_text)  # published while the replay was being read: held
+    viewer.activate(last_seq=100, initial=[text for _, text in replay], missing=[])
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    got = [e["seq"] for text in sent for e in faults.unpack(json.loads(text))]
+    assert closed == []
+    assert got == list(range(1, 102))
+    for text in sent:
+        protocol.validate_event(json.loads(text))
