@@ -242,11 +242,6 @@ def _project_layer(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (config/settings.py): redis-py 8 gives every connection socket_timeout=5 s, the "
-    "same as channels_redis's BZPOPMIN timeout, so receive() on an idle channel raises "
-    "redis TimeoutError every 5 s (the executor logs a traceback each time, and a message "
-    "popped as the read times out is lost); fix: socket_timeout above 5 s in the hosts"))
 async def test_an_idle_receive_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = _project_layer(monkeypatch)
     channel = await layer.new_channel()
@@ -259,11 +254,6 @@ async def test_an_idle_receive_does_not_raise(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (config/settings.py): redis-py 8's ConnectionPool defaults to max_connections=100 "
-    "and raises MaxConnectionsError beyond it; 500 viewers connecting to one process made "
-    "399 presence/group calls fail in the soak (and a failing group_add strands a session); "
-    "fix: max_connections (e.g. 1000) in the hosts"))
 async def test_a_burst_of_layer_calls_does_not_run_out_of_connections(
         monkeypatch: pytest.MonkeyPatch) -> None:
     layer = _project_layer(monkeypatch)
