@@ -141,13 +141,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.viewer = Viewer(
             session_id=self.session_id, user=username, send=self.base_send, close=self._close_with
         )
-        await hub.attach(self.viewer)
         can_control = access == services.CONTROL
         try:
+            await hub.attach(self.viewer)
             seq, frames = await _initial(session, last_seq, can_control, hub.presence(self.session_id))
         except Exception:
-            log.exception("initial frames for %s failed", self.session_id)
-            await self.close(code=1011)
+            # Channel layer or database unavailable: refuse for now; the page retries.
+            log.exception("could not open %s", self.session_id)
+            await self.disconnect(4503)
+            await self._close_with(4503)
             return
         await hub.activate(self.viewer, last_seq=seq, initial=frames)
 

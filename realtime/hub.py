@@ -282,8 +282,10 @@ class Hub:
         await self._ensure_started()
         subs = self.sessions.get(viewer.session_id)
         if subs is None:
-            subs = self.sessions[viewer.session_id] = _Subscription()
+            # Join first: if the layer is down this raises and nothing is registered, so the
+            # next viewer tries to join again instead of relying on a subscription that never was.
             await self.layer.group_add(groups.session_group(viewer.session_id), self.channel)
+            subs = self.sessions.setdefault(viewer.session_id, _Subscription())
         subs.viewers.add(viewer)
 
     async def activate(self, viewer: Viewer, *, last_seq: int, initial: list[str]) -> None:

@@ -194,6 +194,7 @@ CLOSE_CODES = {
     4409: "too slow: the outgoing buffer limit was reached; reconnect with last_seq",
     4429: "rate limited: kept sending commands faster than allowed",
     4430: "too many open sockets for this user",
+    4503: "temporarily unavailable (channel layer or database down); reconnect later",
 }
 
 

@@ -147,11 +147,6 @@ async def _connect_or_retry(ws_app: Any, session_id: str, user: Any, layer: Rest
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Hub.attach registers the session's _Subscription before layer.group_add; when "
-    "group_add fails (Redis down, or MaxConnectionsError under a connect burst) the empty "
-    "subscription stays registered without a group, so every later viewer of that session "
-    "on this process gets no live event (the tail check skips it: head is None)"))
 async def test_viewer_joining_while_redis_is_down_gets_live_events_once_it_is_back(
         ws_app: Any, session: Any, owner: Any, layer: RestartableLayer) -> None:
     sid = str(session.pk)
@@ -164,10 +159,6 @@ async def test_viewer_joining_while_redis_is_down_gets_live_events_once_it_is_ba
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: SessionConsumer.connect counts the socket (hub.sockets_per_user) before "
-    "hub.attach; when attach raises (Redis down) the consumer dies without disconnect(), "
-    "the count leaks and the user is later refused with 4430"))
 async def test_a_refused_connection_does_not_count_against_the_socket_limit(
         ws_app: Any, session: Any, owner: Any, layer: RestartableLayer, settings: Any) -> None:
     settings.WS_MAX_SOCKETS_PER_USER = 1
