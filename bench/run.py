@@ -616,7 +616,7 @@ class Bench:
     def w_memory(self) -> None:
         """What an idle socket holds, by package (tracemalloc, PYTHONTRACEMALLOC=12)."""
         a = self.args
-        n = min(a.idle_sockets, 1000)
+        n = min(a.idle_sockets, 500)
         print(f"[memory] tracemalloc of {n} idle sockets, by package", flush=True)
         env, fx = self.sqlite_setup("memory", 10, "bench-solo")
         env["PYTHONTRACEMALLOC"] = "12"
@@ -630,7 +630,8 @@ class Bench:
             load = LoadGroup([{"url": f"{url}{s}/", "session": s, "count": n // 10,
                                "cookie": fx["cookie"]} for s in fx["sessions"]], 1, self.work)
             time.sleep(2.0)
-            diff = http_json(server.port, "/bench/memory?action=diff&key=package")["by_package"]
+            diff = http_json(server.port, "/bench/memory?action=diff&key=package", timeout=400)[
+                "by_package"]
             load.kill()
             warm.kill()
             per = {k: round(v / max(load.connected, 1)) for k, v in diff.items() if abs(v) > n * 50}

@@ -155,6 +155,10 @@ class Executor:
                         owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS,
                         only=self.only,
                     ):
+                        if session_id in self.runs:
+                            # Our own run whose renewals lapsed (a DB blip or a stalled loop):
+                            # the claim just renewed the lease; never start a second runner.
+                            continue
                         self._start_run(session_id)
             except asyncio.CancelledError:
                 raise

@@ -53,12 +53,6 @@ SLOW_SOLO = workflow("slow-solo", agent_node("talk", max_tokens=60, thinking=Fal
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (workflows/worker.py): when its lease renewals fail for longer than the lease (a "
-    "database blip, or a loop stalled under load: seen in the soak with a 2 s lease) the "
-    "executor's own claim loop claims the session it is still running and starts a second "
-    "SessionRunner for it; the second settles the first's streaming node as interrupted "
-    "and both write, so the Message rows and the event log disagree"))
 async def test_executor_never_takes_over_its_own_live_run(
         settings: Any, tmp_path: Path, owner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     install_workflows(settings, tmp_path, SLOW_SOLO)
