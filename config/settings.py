@@ -117,14 +117,12 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 defaults: a 100-connection pool (MaxConnectionsError under many
-                # handshakes) and socket_timeout 5 s, equal to channels-redis's BZPOPMIN wait,
-                # so an idle receive raised every 5 s. Both are raised here.
+                # redis-py 8 caps a pool at 100 connections (MaxConnectionsError under many
+                # handshakes): raised here.
                 "hosts": [
                     {
                         "address": REDIS_URL,
                         "max_connections": env_int("REDIS_MAX_CONNECTIONS", 1000),
-                        "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 15.0),
                     }
                 ],
                 "capacity": 10000,

@@ -233,6 +233,11 @@ def _project_layer(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason=(
+    "bug (config/settings.py): redis-py 8 gives every connection socket_timeout=5 s, the "
+    "same as channels_redis's BZPOPMIN timeout, so receive() on an idle channel raises "
+    "redis TimeoutError every 5 s; a larger socket_timeout stopped cross-process delivery "
+    "in tests/realtime/test_servers.py, so the right fix is still open"))
 async def test_an_idle_receive_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = _project_layer(monkeypatch)
     channel = await layer.new_channel()
