@@ -115,23 +115,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
         await self.accept()
         if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+            await self._close_with(4401)
             return
         ok, last_seq = _parse_last_seq(self.scope.get("query_string", b""))
         if not ok:
-            await self.close(code=4400)
+            await self._close_with(4400)
             return
         session, access = await _load_session(self.session_id, user)
         if session is None:
-            await self.close(code=4404)
+            await self._close_with(4404)
             return
         if access is None:
-            await self.close(code=4403)
+            await self._close_with(4403)
             return
         hub = get_hub()
         username = user.get_username()
         if hub.sockets_per_user.get(username, 0) >= settings.WS_MAX_SOCKETS_PER_USER:
-            await self.close(code=4430)
+            await self._close_with(4430)
             return
         hub.sockets_per_user[username] = hub.sockets_per_user.get(username, 0) + 1
         self.counted_user = username
@@ -154,10 +154,17 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await hub.activate(self.viewer, last_seq=seq, initial=frames)
 
     async def _close_with(self, code: int) -> None:
-        try:
-            await self.close(code=code)
-        except Exception:
-            log.debug("close after the socket was gone", exc_info=True)
+        """Close without ever raising: a consumer that dies in close() never runs disconnect(),
+        leaving its viewer attached and its socket counted. A code the server refuses (1009
+        under daphne) is replaced by its documented application-range twin."""
+        for attempt in (code, protocol.CLOSE_CODE_FALLBACK.get(code)):
+            if attempt is None:
+                return
+            try:
+                await self.close(code=attempt)
+                return
+            except Exception:
+                log.debug("close %s refused, or the socket was gone", attempt, exc_info=True)
 
     async def disconnect(self, code: int) -> None:
         hub = get_hub()
@@ -193,12 +200,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         viewer.last_received = time.monotonic()
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.WS_MAX_FRAME_BYTES:
-            await self.close(code=1009)
+            await self._close_with(1009)
             return
         if not self.limiter.allow():
             self._error("rate_limited", "too many commands; slow down")
             if self.limiter.strikes >= settings.WS_RATE_STRIKES:
-                await self.close(code=4429)
+                await self._close_with(4429)
             return
         try:
             command = protocol.parse_command(text_data)

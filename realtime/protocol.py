@@ -186,6 +186,8 @@ ERROR_CODES = {
 
 CLOSE_CODES = {
     1009: "frame larger than WS_MAX_FRAME_BYTES",
+    4009: "frame larger than WS_MAX_FRAME_BYTES, from a server that lets the application send "
+    "only 1000 and 3000-4999 (daphne started without --websocket-max-message-size)",
     4400: "bad connection request (e.g. last_seq is not a non-negative integer)",
     4401: "not logged in",
     4403: "not allowed to see this session (or Origin not allowed)",
@@ -196,6 +198,10 @@ CLOSE_CODES = {
     4430: "too many open sockets for this user",
     4503: "temporarily unavailable (channel layer or database down); reconnect later",
 }
+
+# Sent instead when the server refuses the first code from the application (autobahn, under
+# daphne, accepts 1000 and 3000-4999 only).
+CLOSE_CODE_FALLBACK = {1009: 4009}
 
 
 # --------------------------------------------------------------------------- envelope

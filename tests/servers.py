@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.procs import daphne_args
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -92,11 +94,7 @@ class Server:
 
 def daphne(env: dict[str, str], tmp_path: Path, name: str = "daphne") -> Server:
     port = free_port()
-    return Server(
-        [str(Path(PYTHON).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-         "config.asgi:application"],
-        env, port, tmp_path / f"{name}.log",
-    )
+    return Server(daphne_args(port), env, port, tmp_path / f"{name}.log")
 
 
 def login(base: str, username: str, password: str) -> str:

@@ -187,6 +187,36 @@ async def test_oversized_frame_closes_1009(ws_app, session, owner, settings):
     assert ws.close_code == 1009
 
 
+async def test_oversized_frame_closes_4009_where_the_server_refuses_1009(
+        ws_app, session, owner, settings, monkeypatch):
+    """daphne (autobahn) refuses 1009 from an application: the consumer must neither die (its
+    viewer would stay attached, its socket counted) nor leave the socket open."""
+    from channels.generic.websocket import AsyncWebsocketConsumer
+
+    from realtime.hub import get_hub
+
+    real_close = AsyncWebsocketConsumer.close
+
+    async def close(self, code=None, reason=None):
+        if code == 1009:
+            raise Exception("invalid close code 1009 (must be 1000 or from [3000, 4999])")
+        await real_close(self, code=code, reason=reason)
+
+    monkeypatch.setattr(AsyncWebsocketConsumer, "close", close)
+    settings.WS_MAX_FRAME_BYTES = 1000
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), owner)
+    await ws.next_event()
+    assert get_hub().sockets_per_user.get(owner.username) == 1
+    await ws.c.send_to(text_data="x" * 2000)
+    with pytest.raises(ConnectionError):
+        while True:
+            await ws.recv()
+    assert ws.close_code == 4009
+    await ws.c.send_input({"type": "websocket.disconnect", "code": 4009})
+    await ws.c.wait(2)  # the consumer ends without an exception
+    assert owner.username not in get_hub().sockets_per_user
+
+
 async def test_rate_limit_then_close_4429(ws_app, session, owner, settings):
     settings.WS_RATE_BURST = 5
     settings.WS_RATE_PER_SECOND = 1
