@@ -191,8 +191,7 @@ async def soak(
     # that delays a renewal past a short lease, the worker would take its own run over.
     env = {"SCRIPTED_TOKENS_PER_SECOND": str(rate), "WORKER_LEASE_SECONDS": "15"}
     with Cluster(workdir, env=env, redis_options=redis_options, layer=layer) as cluster:
-        servers = [cluster.add_web(server) for _ in range(webs)]
-        cluster.add_worker()
+        servers, _ = cluster.start_processes([server] * webs, ["worker"])
         definition = soak_workflow(seconds, rate)
         data = cluster.setup(
             users=["owner", *users], workflows=[definition],

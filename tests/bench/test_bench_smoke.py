@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -165,3 +166,40 @@ def test_bin_prod_topology_two_web_processes_and_a_worker(tmp_path):
     # every process it started is gone
     leftover = subprocess.run(["pgrep", "-f", "--", f"--port {port} "], capture_output=True, text=True)
     assert not leftover.stdout.strip(), leftover.stdout
+
+
+async def test_viewer_push_run_dedups_refills_gaps_and_overflows(settings):
+    """The hub's run fan-out keeps the per-event rules: in order, once, gaps go to the log."""
+    from realtime.hub import Viewer
+
+    settings.WS_SEND_BUFFER_EVENTS = 10
+    sent: list[str] = []
+    closed: list[int] = []
+
+    async def send(message):
+        sent.append(message["text"])
+
+    async def close(code):
+        closed.append(code)
+
+    viewer = Viewer(session_id=str(uuid.uuid4()), user="u", send=send, close=close)
+    gaps: list[int] = []
+    viewer.on_gap = lambda v: gaps.append(v.last_seq)
+    viewer.activate(last_seq=2, initial=["snap"], missing=[])
+
+    def run(first, last):
+        items = [(seq, f"e{seq}") for seq in range(first, last + 1)]
+        viewer.push_run(items, [text for _, text in items])
+
+    run(1, 4)  # overlaps what the snapshot covered: only 3, 4
+    run(3, 5)  # overlap again: only 5
+    assert viewer.pending == ["snap", "e3", "e4", "e5"] and viewer.last_seq == 5
+    run(8, 9)  # gap 6-7: held, refilled from the log
+    assert gaps == [5] and viewer.filling
+    viewer.refill([(6, "e6"), (7, "e7")])
+    assert viewer.pending[-4:] == ["e6", "e7", "e8", "e9"] and viewer.last_seq == 9
+    await asyncio.sleep(0.01)  # the writer sends what waited as one batch frame
+    assert len(sent) == 1 and sent[0].startswith('{"event":"batch","data":{"events":[snap,e3,')
+    run(10, 21)  # more than WS_SEND_BUFFER_EVENTS waiting: closed with 4409, nothing sent
+    await asyncio.sleep(0.01)
+    assert closed == [4409] and viewer.closed
