@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import re
 import shutil
 import statistics
@@ -234,22 +233,6 @@ _SETUP = textwrap.dedent(
 )
 
 
-PUBSUB_SETTINGS = textwrap.dedent(
-    """
-    # Written by bench/faults.py: config.settings with channels_redis's pub/sub layer.
-    from config.settings import *  # noqa: F401,F403
-    from config.settings import REDIS_URL
-
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
-        }
-    }
-    """
-)
-
-
 # What the command line's --layer/--redis-options set for every cluster of a run.
 CLUSTER_DEFAULTS: dict[str, str] = {}
 
@@ -267,10 +250,10 @@ class Cluster:
         pg_proxy: bool = False,
         env: dict[str, str] | None = None,
         redis_options: str | None = None,  # query string for REDIS_URL, e.g. "max_connections=1000"
-        layer: str | None = None,  # "pubsub": channels_redis's RedisPubSubChannelLayer instead
+        layer: str | None = None,  # CHANNEL_LAYER: "pubsub" (the project's default) or "core"
     ) -> None:
         redis_options = CLUSTER_DEFAULTS.get("redis_options", "") if redis_options is None else redis_options
-        layer = CLUSTER_DEFAULTS.get("layer", "core") if layer is None else layer
+        layer = CLUSTER_DEFAULTS.get("layer", "pubsub") if layer is None else layer
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.group = procs.ProcessGroup()
@@ -325,9 +308,8 @@ class Cluster:
                 "VAR_DIR": str(self.workdir),
                 "LOG_LEVEL": "WARNING",
                 "WHITENOISE_USE_FINDERS": "0",
+                "CHANNEL_LAYER": self.layer,
             }
-            if self.layer == "pubsub":
-                settings.update(self._pubsub_settings())
             settings.update(self.extra_env)
             self.env = procs.child_env(**settings)
             procs.run_manage(["migrate", "--noinput", "-v", "0"], env=self.env, timeout=180)
@@ -335,16 +317,6 @@ class Cluster:
             self.stop()
             raise
         return self
-
-    def _pubsub_settings(self) -> dict[str, str]:
-        """The project's settings with the pub/sub channel layer (a module written into the
-        work directory: the project's own settings stay untouched)."""
-        folder = self.workdir / "settings_shim"
-        folder.mkdir(exist_ok=True)
-        (folder / "pubsub_settings.py").write_text(PUBSUB_SETTINGS)
-        path = os.environ.get("PYTHONPATH", "")
-        return {"DJANGO_SETTINGS_MODULE": "pubsub_settings",
-                "PYTHONPATH": str(folder) + (os.pathsep + path if path else "")}
 
     def stop(self) -> None:
         self.group.stop_all()
@@ -1428,8 +1400,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the small sizes of the CI tests")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
-    parser.add_argument("--layer", choices=("core", "pubsub"), default="core",
-                        help="pubsub: channels_redis's RedisPubSubChannelLayer (settings shim)")
+    parser.add_argument("--layer", choices=("core", "pubsub"), default="pubsub",
+                        help="CHANNEL_LAYER of every process: channels_redis's pub/sub layer "
+                             "(the project's default) or its core layer")
     parser.add_argument("--redis-options", default="", help='query string for REDIS_URL, e.g. '
                         '"max_connections=1000&socket_timeout=15"')
     args = parser.parse_args()

@@ -174,7 +174,7 @@ class MemorySampler:
 async def soak(
     *, sockets: int = 1000, sessions: int = 20, seconds: float = 600.0, rate: float = 8.0,
     server: str = "daphne", webs: int = 2, workdir: Path | None = None, say_every: float = 30.0,
-    redis_options: str = "", warmup: float | None = None, layer: str = "core",
+    redis_options: str = "", warmup: float | None = None, layer: str = "pubsub",
 ) -> dict[str, Any]:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
     users_needed = max(0, sockets // sessions - 1)  # the owner's socket makes the rest
@@ -337,9 +337,9 @@ def main() -> None:
     parser.add_argument("--webs", type=int, default=2)
     parser.add_argument("--redis-options", default="",
                         help='query string added to REDIS_URL, e.g. "max_connections=1000&socket_timeout=15"')
-    parser.add_argument("--layer", choices=("core", "pubsub"), default="core",
-                        help="pubsub: run with channels_redis's RedisPubSubChannelLayer (a settings "
-                             "module written into the work directory)")
+    parser.add_argument("--layer", choices=("core", "pubsub"), default="pubsub",
+                        help="CHANNEL_LAYER of every process: channels_redis's pub/sub layer "
+                             "(the project's default) or its core layer")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else args.minutes * 60

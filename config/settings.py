@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -109,22 +110,36 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# Group messages for a session reach one subscription per process (the hub), so the
-# capacity is per process, not per viewer; it is set high because losing one would mean a
-# replay from the event log.
-if REDIS_URL:
+# With REDIS_URL, channels_redis's pub/sub layer by default: push delivery, where the core
+# layer needs four sequential Redis round trips per received message (a 10-minute soak had
+# p99 31 s with it, 0.4 s with pub/sub: docs/RELIABILITY.md B10); a blocking read that never
+# times out on an idle channel (B4); its connection subscribes again after a reconnect (B3).
+# It is at-most-once: the hub refills every seq gap from the event log and runners re-read
+# the session at each lease renewal, so a message lost in an outage is only late.
+# CHANNEL_LAYER=core selects channels_redis's list-based core layer instead.
+CHANNEL_LAYER = os.environ.get("CHANNEL_LAYER", "").strip().lower() or "pubsub"
+if CHANNEL_LAYER not in {"pubsub", "core"}:
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be pubsub or core, not {CHANNEL_LAYER!r}")
+# redis-py 8 caps a pool at 100 connections (MaxConnectionsError under many handshakes).
+REDIS_HOST = {"address": REDIS_URL, "max_connections": env_int("REDIS_MAX_CONNECTIONS", 1000)}
+if REDIS_URL and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_HOST]},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 caps a pool at 100 connections (MaxConnectionsError under many
-                # handshakes): raised here.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 1000),
-                    }
-                ],
+                # redis-py 8's default socket_timeout (5 s) equals the layer's BZPOPMIN wait,
+                # so an idle receive raised; the read must outlast the wait.
+                "hosts": [{**REDIS_HOST, "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 15.0)}],
+                # Group messages reach one subscription per process (the hub), so the
+                # capacity is per process, not per viewer; set high because losing one
+                # means a replay from the event log.
                 "capacity": 10000,
                 "expiry": 60,
                 "group_expiry": 86400,

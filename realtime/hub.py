@@ -12,6 +12,7 @@ passes its limit is closed with 4409 and catches up by replay when it reconnects
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -46,6 +47,10 @@ PRESENCE_EXPIRY_SECONDS = 60.0
 PRESENCE_DEBOUNCE_SECONDS = 0.25
 MAINTENANCE_SECONDS = 1.0
 TAIL_CHECK_SECONDS = 3.0
+# Memberships are re-added this often: channels_redis's core layer forgets a group member
+# after ``group_expiry`` (a day), and a restarted Redis forgets them all (docs/RELIABILITY.md B3).
+GROUP_REFRESH_SECONDS = 300.0
+REJOIN_RETRY_SECONDS = 0.5
 
 
 class Viewer:
@@ -56,6 +61,7 @@ class Viewer:
         "_send",
         "_task",
         "active",
+        "allowance",
         "buffered",
         "closed",
         "fill_attempts",
@@ -83,6 +89,9 @@ class Viewer:
         self.buffered: list[tuple[int, str]] = []  # before activation
         self.pending: list[str] = []
         self.limit = settings.WS_SEND_BUFFER_EVENTS
+        # Frames of the snapshot/replay still waiting: they do not count against ``limit``
+        # (a viewer reconnecting after a 4409 is more than the limit behind by construction).
+        self.allowance = 0
         # The writer task exists only while frames wait (an idle socket holds no task).
         self._task: asyncio.Task[None] | None = None
         self.last_received = time.monotonic()
@@ -131,9 +140,7 @@ class Viewer:
         skip = self.last_seq + 1 - first
         self.last_seq = last
         self.pending.extend(texts[skip:] if skip else texts)
-        if len(self.pending) > self.limit:
-            self.pending = []
-            self.overflow()
+        if self._over_limit():
             return
         self._kick()
 
@@ -166,11 +173,17 @@ class Viewer:
 
     def _enqueue(self, text: str) -> None:
         self.pending.append(text)
-        if len(self.pending) > self.limit:
-            self.pending = []
-            self.overflow()
+        if self._over_limit():
             return
         self._kick()
+
+    def _over_limit(self) -> bool:
+        """Close a viewer whose live frames outgrow the buffer (its catch-up is not counted)."""
+        if len(self.pending) <= self.limit + self.allowance:
+            return False
+        self.pending = []
+        self.overflow()
+        return True
 
     def overflow(self) -> None:
         log.warning("viewer of %s too slow: closing with 4409", self.session_id)
@@ -178,8 +191,13 @@ class Viewer:
         asyncio.get_running_loop().create_task(self._close(4409))
 
     def activate(self, *, last_seq: int, initial: list[str], missing: list[tuple[int, str]]) -> None:
-        """Start sending: the snapshot/replay first, then what queued meanwhile (deduplicated)."""
+        """Start sending: the snapshot/replay first, then what queued meanwhile (deduplicated).
+
+        The snapshot/replay and the events read from the log are allowed on top of the send
+        buffer until the writer takes them, so a long replay is not mistaken for a slow reader.
+        """
         self.pending = list(initial)
+        self.allowance = len(initial) + len(missing)
         self.last_seq = last_seq
         self.active = True
         self.refill(missing)
@@ -200,6 +218,7 @@ class Viewer:
         try:
             while self.pending and not self.closed:
                 items, self.pending = self.pending, []
+                self.allowance = 0  # the catch-up (if any) has left the buffer
                 if len(items) == 1:
                     await self._send({"type": "websocket.send", "text": items[0]})
                     continue
@@ -269,7 +288,10 @@ class Hub:
             return
         async with self._start_lock:
             if self.channel is None:
-                channel = await self.layer.new_channel(prefix="hub")
+                # The default prefix, like the executor's: channels_redis's core layer has one
+                # receive lock per process but one Redis list per prefix, so two prefixes make
+                # each receive wait for the other's idle BZPOPMIN (docs/RELIABILITY.md B4).
+                channel = await self.layer.new_channel()
                 loop = asyncio.get_running_loop()
                 self._tasks = [
                     loop.create_task(self._receive_loop(channel), name="hub-receive"),
@@ -431,31 +453,67 @@ class Hub:
             viewer.push_run(run, texts)
 
     async def _receive_loop(self, channel: str) -> None:
+        """Receive forever. A failed receive means the layer lost its connection, maybe to a
+        Redis that restarted empty and forgot every group: join them all again first."""
+        rejoin = False
         while True:
+            if rejoin:
+                await self._rejoin_groups()
+                rejoin = False
             try:
                 message = await self.layer.receive(channel)
             except asyncio.CancelledError:
                 raise
             except _IdleTimeout:
-                # redis-py >= 8 times out an idle blocking read after socket_timeout (5 s):
-                # nothing was lost, ask again at once (no sleep, no log line).
+                # redis-py >= 8 may time out an idle blocking read (socket_timeout): nothing
+                # was lost, ask again at once (no sleep, no log line).
                 continue
             except Exception:
-                log.exception("channel layer receive failed; retrying")
-                await asyncio.sleep(0.5)
+                log.exception("channel layer receive failed; joining the groups again")
+                rejoin = True
+                await asyncio.sleep(REJOIN_RETRY_SECONDS)
                 continue
+            await self._handle(message)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        try:
+            kind = message.get("type")
+            if kind == groups.FRAMES:
+                await self._on_frames(message)
+            elif kind == groups.PRESENCE:
+                self._on_presence(message)
+        except Exception:
+            log.exception("hub could not handle a %s message", message.get("type"))
+
+    async def _rejoin_groups(self) -> None:
+        """Join every subscribed session's group again, retrying until the layer is back;
+        what was published meanwhile comes from the log (gap refill, tail check)."""
+        attempts = 0
+        while (error := await self._join_all()) is not None:
+            if attempts == 0:  # once per outage, not every retry
+                log.warning("joining the groups again failed (%s); retrying", error)
+            attempts += 1
+            await asyncio.sleep(REJOIN_RETRY_SECONDS)
+        for session_id in list(self.sessions):
+            await self._flush_presence(session_id, refresh=True)
+
+    async def _join_all(self) -> Exception | None:
+        """group_add for every subscribed session; the error if the layer refused one."""
+        for session_id in list(self.sessions):
+            group = groups.session_group(session_id)
             try:
-                kind = message.get("type")
-                if kind == groups.FRAMES:
-                    await self._on_frames(message)
-                elif kind == groups.PRESENCE:
-                    self._on_presence(message)
-            except Exception:
-                log.exception("hub could not handle a %s message", message.get("type"))
+                await self.layer.group_add(group, self.channel)
+            except Exception as error:
+                return error
+            if session_id not in self.sessions:  # its last viewer left meanwhile
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group, self.channel)
+        return None
 
     async def _maintenance_loop(self) -> None:
-        """Idle sockets, presence refresh, and a tail check that refills events lost in an outage."""
-        last_presence = last_tail = time.monotonic()
+        """Idle sockets, presence refresh, group membership refresh, and a tail check that
+        refills events lost in an outage."""
+        last_presence = last_tail = last_groups = time.monotonic()
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             try:
@@ -473,6 +531,10 @@ class Hub:
                     last_presence = now
                     for session_id in list(self.sessions):
                         await self._flush_presence(session_id, refresh=True)
+                if now - last_groups > GROUP_REFRESH_SECONDS:
+                    last_groups = now
+                    if (error := await self._join_all()) is not None:
+                        log.warning("refreshing group memberships failed: %s", error)
                 if now - last_tail > TAIL_CHECK_SECONDS and self.sessions:
                     last_tail = now
                     await self._tail_check()

@@ -36,6 +36,11 @@ from workflows.engine import SessionRunner
 
 log = logging.getLogger(__name__)
 
+try:
+    from redis.exceptions import TimeoutError as _IdleTimeout
+except ImportError:  # pragma: no cover - redis is a runtime requirement
+    _IdleTimeout = TimeoutError  # type: ignore[misc,assignment]
+
 
 def _claimable() -> Any:
     now = timezone.now()
@@ -120,9 +125,13 @@ class Executor:
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopping = False
         self.starting: asyncio.Task[None] | None = None
+        self.claiming = False
 
     async def start(self, *, claim: bool = True) -> None:
-        self.channel = await self.layer.new_channel(prefix="executor")
+        # The default prefix, like the hub's: with channels_redis's core layer two prefixes
+        # in one process make each receive wait for the other's idle BZPOPMIN (B4).
+        self.channel = await self.layer.new_channel()
+        self.claiming = claim
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._control_loop(), name="executor-control")]
         if claim:
@@ -169,22 +178,47 @@ class Executor:
                 await asyncio.wait_for(self.wake.wait(), timeout=settings.WORKER_POLL_SECONDS)
 
     async def _control_loop(self) -> None:
+        """Forward run-control messages. Losing one is harmless (each renewal re-reads the
+        session's status); after a failed receive the groups are joined again, since a
+        restarted Redis may have forgotten them."""
+        rejoin = False
         while not self.stopping:
+            if rejoin:
+                rejoin = not await self._rejoin_groups()
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
+            except _IdleTimeout:  # an idle blocking read timed out: nothing was lost
+                continue
             except Exception:
                 log.exception("executor receive failed; retrying")
+                rejoin = True
                 await asyncio.sleep(0.5)
                 continue
-            kind = message.get("type")
-            if kind == groups.WORKER_WAKE:
-                self.wake.set()
-            elif kind == groups.RUN_CONTROL:
-                runner = self.runners.get(message.get("sid", ""))
-                if runner is not None:
-                    runner.on_control(message.get("action", ""))
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == groups.WORKER_WAKE:
+            self.wake.set()
+        elif kind == groups.RUN_CONTROL:
+            runner = self.runners.get(message.get("sid", ""))
+            if runner is not None:
+                runner.on_control(message.get("action", ""))
+
+    async def _rejoin_groups(self) -> bool:
+        """Join the workers' group and every running session's control group again."""
+        names = [groups.run_control_group(sid) for sid in list(self.runners)]
+        if self.claiming:
+            names.append(groups.WORKERS_GROUP)
+        try:
+            for name in names:
+                await self.layer.group_add(name, self.channel)
+        except Exception as error:
+            log.warning("executor could not join its groups again (%s); retrying", error)
+            return False
+        return True
 
     def _start_run(self, session_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._run(session_id), name=f"run-{session_id}")

@@ -43,9 +43,12 @@ def test_environment_switches_database_and_channel_layer(tmp_path):
                         REDIS_URL="redis://127.0.0.1:6379/3", ALLOWED_HOSTS="a.example,b.example",
                         VAR_DIR=str(tmp_path))
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "meet", "channels_redis.core.RedisChannelLayer",
+        "django.db.backends.postgresql", "meet", "channels_redis.pubsub.RedisPubSubChannelLayer",
         "['a.example',", "'b.example']",
     ]
+    core = run_python(code, REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYER="core",
+                      VAR_DIR=str(tmp_path))
+    assert core.stdout.split()[2] == "channels_redis.core.RedisChannelLayer"
     default = run_python(code, VAR_DIR=str(tmp_path), DATABASE_URL="", REDIS_URL="")
     engine, name, layer, _ = default.stdout.split(maxsplit=3)
     assert engine == "django.db.backends.sqlite3" and name.endswith("db.sqlite3")

@@ -64,12 +64,16 @@ async def test_runserver_serves_pages_and_websockets(tmp_path):
 
 
 @pytest.mark.redis
-async def test_two_daphne_processes_share_redis(tmp_path):
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+async def test_two_daphne_processes_share_redis(tmp_path, layer):
+    """Both channels_redis layers (CHANNEL_LAYER): each process runs a hub and an embedded
+    executor receiving on the same layer (with the core layer, channels on two prefixes once
+    starved each other: docs/RELIABILITY.md B4)."""
     db = 13
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.ping()  # fails loudly when Redis is down
     client.flushdb()
-    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}")
+    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}", CHANNEL_LAYER=layer)
     manage(env, "migrate", "-v0")
     create_user(env, "alice", "pw-alice-123")
     session = create_session(env, "alice")

@@ -83,12 +83,6 @@ def _frames(first: int, last: int) -> list[tuple[int, str]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (realtime/hub.py Viewer.activate): the snapshot/replay frames are put in `pending` "
-    "and count against WS_SEND_BUFFER_EVENTS, so a viewer reconnecting more than the limit "
-    "behind (the normal case after a 4409: it missed more than the limit by construction) is "
-    "closed with 4409 again as soon as one live frame arrives before its writer ran; under "
-    "load it can loop (seen in bench/faults.py slow: a slow viewer closed twice)"))
 async def test_a_replay_longer_than_the_send_buffer_is_not_a_slow_viewer(settings: Any) -> None:
     settings.WS_SEND_BUFFER_EVENTS = 10
     sent: list[str] = []
@@ -112,3 +106,26 @@ async def test_a_replay_longer_than_the_send_buffer_is_not_a_slow_viewer(setting
     assert got == list(range(1, 102))
     for text in sent:
         protocol.validate_event(json.loads(text))
+
+
+async def test_live_frames_past_the_send_buffer_still_close_4409_after_a_replay(settings: Any) -> None:
+    """The replay's allowance ends once the writer took it: a viewer that then stops reading
+    is still closed when WS_SEND_BUFFER_EVENTS live frames wait for it."""
+    settings.WS_SEND_BUFFER_EVENTS = 10
+    closed: list[int] = []
+    stalled = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        await stalled.wait()  # the socket stops being read after the first frame
+
+    async def close(code: int) -> None:
+        closed.append(code)
+
+    viewer = Viewer(session_id=SID, user="alice", send=send, close=close)
+    viewer.activate(last_seq=100, initial=[text for _, text in _frames(1, 100)], missing=[])
+    await asyncio.sleep(0.01)  # the writer took the replay and is stuck sending it
+    for seq, text in _frames(101, 111):
+        viewer.push(seq, text)
+    await asyncio.sleep(0.01)
+    assert closed == [4409]
+    viewer.stop()
