@@ -16,6 +16,7 @@ ORM path.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import defaultdict
@@ -164,6 +165,42 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
         if rows:
             _insert_rows(cursor, rows)
     return frames
+
+
+def find_stored(batch: list[PendingEvent]) -> list[StoredFrame] | None:
+    """The frames of a batch an earlier ``store_events`` committed although it raised (the
+    reply to its COMMIT was lost), or None if it did not commit.
+
+    The batch was one transaction, so one event found means all were stored, each session's
+    events with consecutive seqs; an event is recognised by its creation time (microseconds),
+    name, node and data. Only called when retrying, never on the hot path."""
+    by_session: dict[str, list[PendingEvent]] = defaultdict(list)
+    for item in batch:
+        by_session[item.session_id].append(item)
+    frames: list[StoredFrame] = []
+    found = False
+    for session_id, items in by_session.items():
+        first = _stored_seq(items[0])
+        if first is None:
+            continue  # not committed, or the session is gone (store_events skips it too)
+        found = True
+        frames.extend(
+            StoredFrame(session_id, seq, text)
+            for seq, text in read_frames(session_id, after=first - 1, upto=first - 1 + len(items))
+        )
+    return frames if found else None
+
+
+def _stored_seq(item: PendingEvent) -> int | None:
+    query = SessionEvent.objects.filter(
+        session_id=item.session_id, event=item.event, node_id=item.node_id,
+        created_at=item.created_at,
+    ).values_list("seq", "data")
+    expected = json.loads(_dumps(item.data))  # as stored: tuples become lists, and so on
+    for seq, data in query:
+        if data == expected:
+            return seq
+    return None
 
 
 def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:

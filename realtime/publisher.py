@@ -7,6 +7,11 @@ per event, and JSON is encoded once per event, never per recipient.
 
 Sync path: the event is inserted in the caller's transaction (outbox style: it commits or
 rolls back with the state change it describes) and broadcast on commit.
+
+Database blips: a batch whose insert fails with a transient database error is stored again
+(the same batch, so order is kept and later events wait behind it) with back-off, for up to
+``STORE_RETRY_SECONDS`` of continuous failure; only then do its futures fail, and whoever
+published must act on that (the engine fails the node with the text the log holds).
 """
 
 from __future__ import annotations
@@ -20,10 +25,22 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from realtime import groups
-from realtime.eventlog import PendingEvent, StoredFrame, make_pending, store_events
+from realtime.eventlog import (
+    PendingEvent,
+    StoredFrame,
+    find_stored,
+    make_pending,
+    store_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +48,15 @@ log = logging.getLogger(__name__)
 # other within this many seconds (reopening it per batch cost 1-6 ms, more than inserting
 # 200 events), then releases it as CONN_MAX_AGE says.
 CONNECTION_IDLE_SECONDS = 1.0
+
+# Errors that say the database (or the link to it) is briefly gone, not that the batch is bad.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+# How long the database may keep failing before queued events are given up (their futures
+# fail). Counted from the first failure of an outage, not per batch, so a long outage does
+# not cost this much for every batch queued behind it.
+STORE_RETRY_SECONDS = 30.0
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 2.0
 
 
 def _layer_message(session_id: str, frames: list[StoredFrame]) -> dict[str, Any]:
@@ -55,14 +81,36 @@ async def broadcast(frames: list[StoredFrame]) -> None:
             log.exception("broadcast of %d events for %s failed", len(items), session_id)
 
 
+def _drop_connection() -> None:
+    # A broken connection may fail to close; Django forgets it either way.
+    try:
+        connection.close()
+    except Exception:
+        log.debug("closing a failed database connection raised", exc_info=True)
+
+
 def _store_in_thread(batch: list[PendingEvent]) -> list[StoredFrame]:
     # The connection stays open between batches (see CONNECTION_IDLE_SECONDS); a batch
-    # that failed drops it, so the next one starts on a fresh connection.
+    # that failed drops it, so the next attempt starts on a fresh connection.
     try:
         return store_events(batch)
     except Exception:
-        connection.close()
+        _drop_connection()
         raise
+
+
+def _store_again_in_thread(batch: list[PendingEvent]) -> list[StoredFrame]:
+    """A retry: the failed attempt may have committed after all (only the reply to its
+    COMMIT was lost), and storing it twice would repeat text in the log; look first."""
+    try:
+        frames = find_stored(batch)
+    except Exception:
+        _drop_connection()
+        raise
+    if frames is not None:
+        log.warning("a batch of %d events reported failed was stored after all", len(batch))
+        return frames
+    return _store_in_thread(batch)
 
 
 def _release_connection() -> None:
@@ -77,6 +125,9 @@ class Publisher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="eventlog")
+        # loop times of the first and the latest failure of the current database outage
+        self._failing_since: float | None = None
+        self._failed_at = 0.0
 
     def publish_nowait(
         self,
@@ -134,31 +185,71 @@ class Publisher:
             while self._pending:
                 batch, self._pending = self._pending[:limit], self._pending[limit:]
                 try:
-                    frames = await loop.run_in_executor(
-                        self._executor, _store_in_thread, [item for item, _ in batch]
-                    )
+                    frames = await self._store(loop, [item for item, _ in batch])
                 except Exception as exc:
-                    log.exception("storing %d events failed", len(batch))
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    log.exception("storing %d events failed; they are given up", len(batch))
+                    _fail_futures(batch, exc)
                     continue
                 await broadcast(frames)
-                # frames come back in batch order per session: resolve futures in order
-                by_session: dict[str, list[int]] = {}
-                for frame in frames:
-                    by_session.setdefault(frame.session_id, []).append(frame.seq)
-                taken: dict[str, int] = {}
-                for item, future in batch:
-                    seq_list = by_session.get(item.session_id)
-                    index = taken.get(item.session_id, 0)
-                    taken[item.session_id] = index + 1  # a cancelled future still used its seq
-                    if future.done():
-                        continue
-                    if seq_list and index < len(seq_list):
-                        future.set_result(seq_list[index])
-                    else:
-                        future.set_exception(LookupError(f"session {item.session_id} is gone"))
+                _resolve_futures(batch, frames)
+
+    async def _store(
+        self, loop: asyncio.AbstractEventLoop, items: list[PendingEvent]
+    ) -> list[StoredFrame]:
+        """Store one batch; a database blip is retried with back-off (this same batch, so
+        events keep their order and later ones wait) until the outage has lasted
+        STORE_RETRY_SECONDS. Other errors (a bug, a bad event) fail at once."""
+        attempt = _store_in_thread
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                frames = await loop.run_in_executor(self._executor, attempt, items)
+            except TRANSIENT_DB_ERRORS as exc:
+                now = loop.time()
+                if now + delay - self._outage_began(now) > STORE_RETRY_SECONDS:
+                    raise
+                log.warning("storing %d events failed (%s); retrying in %.2f s",
+                            len(items), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                attempt = _store_again_in_thread
+                continue
+            self._failing_since = None
+            return frames
+
+    def _outage_began(self, now: float) -> float:
+        """When the current run of failures began: a failure long after the last one (no
+        batch was tried in between) starts a new outage with a fresh retry budget."""
+        if self._failing_since is None or now - self._failed_at > STORE_RETRY_SECONDS:
+            self._failing_since = now
+        self._failed_at = now
+        return self._failing_since
+
+
+def _fail_futures(batch: list[tuple[PendingEvent, asyncio.Future[int]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
+
+
+def _resolve_futures(
+    batch: list[tuple[PendingEvent, asyncio.Future[int]]], frames: list[StoredFrame]
+) -> None:
+    """Frames come back in batch order per session: resolve the futures in that order."""
+    by_session: dict[str, list[int]] = {}
+    for frame in frames:
+        by_session.setdefault(frame.session_id, []).append(frame.seq)
+    taken: dict[str, int] = {}
+    for item, future in batch:
+        seq_list = by_session.get(item.session_id)
+        index = taken.get(item.session_id, 0)
+        taken[item.session_id] = index + 1  # a cancelled future still used its seq
+        if future.done():
+            continue
+        if seq_list and index < len(seq_list):
+            future.set_result(seq_list[index])
+        else:
+            future.set_exception(LookupError(f"session {item.session_id} is gone"))
 
 
 _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (

@@ -117,10 +117,7 @@ def _settle_interrupted(session: Session) -> list[str]:
     state = fold(read_envelopes(str(session.pk)))
     now = timezone.now()
     for node in interrupted:
-        streamed = [m for m in state["messages"] if m["node_id"] == node.node_id]
-        # A final message in the log belongs to an earlier round: this round never streamed.
-        current = streamed[-1] if streamed and not streamed[-1]["final"] else None
-        _close_open_message(session, node.node_id, current)
+        _close_open_message(session, node.node_id, _streaming(state, node.node_id))
         if node.status != "stopped":
             node.status = "stopped"
             node.finished_at = now
@@ -132,6 +129,13 @@ def _settle_interrupted(session: Session) -> list[str]:
         node.save(update_fields=["status", "error", "finished_at"])
         _node_event(session.pk, node)
     return [node.node_id for node in interrupted]
+
+
+def _streaming(state: dict[str, Any], node_id: str) -> dict[str, Any] | None:
+    """The node's message the log shows still streaming (folded), if any."""
+    streamed = [m for m in state["messages"] if m["node_id"] == node_id]
+    # A final message in the log belongs to an earlier round: this round never streamed.
+    return streamed[-1] if streamed and not streamed[-1]["final"] else None
 
 
 def _close_open_message(session: Session, node_id: str, streamed: dict[str, Any] | None) -> None:
@@ -160,12 +164,26 @@ def node_begin(*, session_id: Any, node_id: str, agent_id: str, round: int) -> i
             node.started_at = timezone.now()
         node.finished_at = None
         node.save(update_fields=["status", "error", "rounds", "started_at", "finished_at"])
-        message = Message.objects.create(
+        message = _open_message(session_id, node_id, round) or Message.objects.create(
             session_id=session_id, kind=MessageKind.AGENT, node_id=node_id, agent_id=agent_id,
             round=round,
         )
         _node_event(session_id, node)
         return message.pk
+
+
+def _open_message(session_id: Any, node_id: str, round: int) -> Message | None:
+    """The message an earlier node_begin of this round created although it reported an error
+    (its COMMIT's reply was lost, and the engine retried): reused, never a second one. Any
+    other open message was closed before (stop, failure, take-over settle)."""
+    return (
+        Message.objects.filter(
+            session_id=session_id, kind=MessageKind.AGENT, node_id=node_id, round=round,
+            is_final=False,
+        )
+        .order_by("-id")
+        .first()
+    )
 
 
 def node_set_status(*, session_id: Any, node_id: str, status: str) -> None:
@@ -481,6 +499,21 @@ def _failure_text(session: Session) -> str:
     return "the run failed"
 
 
+def _close_open_messages(session: Session) -> None:
+    """A run ending with a message still open (a node whose last write kept failing through a
+    database outage) closes it with the text the log holds, as a take-over would, so rows and
+    log agree. Normal runs have none: the fold is only read when one is found."""
+    open_nodes = set(
+        Message.objects.filter(session=session, kind=MessageKind.AGENT, is_final=False)
+        .values_list("node_id", flat=True)
+    )
+    if not open_nodes:
+        return
+    state = fold(read_envelopes(str(session.pk)))
+    for node_id in open_nodes:
+        _close_open_message(session, node_id, _streaming(state, node_id))
+
+
 def run_finish(*, session_id: Any, error: str = "") -> str | None:
     """End the run: completed when every node completed, failed otherwise (a stopped session
     stays stopped). Totals are recomputed from the usage rows so they always equal their sum."""
@@ -491,6 +524,7 @@ def run_finish(*, session_id: Any, error: str = "") -> str | None:
         session.lease_expires_at = None
         session.input_tokens, session.output_tokens, session.cost_usd = _session_totals(session)
         _recount(session)
+        _close_open_messages(session)
         fields = [
             "run_requested", "lease_owner", "lease_expires_at", "input_tokens", "output_tokens",
             "cost_usd", "nodes_completed", "nodes_failed", "updated_at",

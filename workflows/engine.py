@@ -10,25 +10,34 @@ Failure policy: a failed node's dependents are skipped; branches that do not dep
 run to the end; the session then ends ``failed``.
 
 Everything is published through ``realtime.publisher`` and persisted through
-``sessions_app.run_services`` (one transaction per node boundary). docs/engine.md has the
-full semantics.
+``sessions_app.run_services`` (one transaction per node boundary). A database blip is
+retried (``_db`` here, the publisher for the event log); a node whose streamed text could not
+be logged fails with the text the log holds, so rows and log never disagree. docs/engine.md
+has the full semantics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from realtime.publisher import get_publisher
+from realtime.publisher import (
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    TRANSIENT_DB_ERRORS,
+    get_publisher,
+)
 from sessions_app import run_services, services
 from sessions_app.models import ReviewStatus
 from workflows.definitions import NodeSpec, WorkflowDefinition
@@ -49,8 +58,61 @@ TERMINAL = {"completed", "failed", "skipped", "stopped"}
 UNRUNNABLE = ("failed", "skipped", "stopped")
 
 
-def _db(fn: Any) -> Any:
-    return database_sync_to_async(fn)
+# How long one node-boundary write may keep failing with a transient database error before
+# the error is let through (the node or the run then fails).
+DB_RETRY_SECONDS = 30.0
+
+EVENT_LOG_LOST = "internal error: the event log could not be written (database unavailable)"
+
+
+def _db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``fn`` (a run_services call) in the database thread, retried through a database blip.
+
+    Every call is one transaction (or a read), so an error means nothing was committed and
+    calling again is safe; the engine changes its own state only after a write succeeded."""
+    call = database_sync_to_async(_dropping_connection(fn))
+
+    async def retrying(*args: Any, **kwargs: Any) -> Any:
+        return await _retry(call, getattr(fn, "__name__", "write"), *args, **kwargs)
+
+    return retrying
+
+
+def _dropping_connection(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Close the thread's connection after a transient error, so a retry reconnects."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TRANSIENT_DB_ERRORS:
+            if not connection.in_atomic_block:
+                with contextlib.suppress(Exception):
+                    connection.close()
+            raise
+
+    return call
+
+
+async def _retry(call: Callable[..., Awaitable[Any]], name: str, *args: Any, **kwargs: Any) -> Any:
+    """Await ``call`` again with back-off while the database is briefly gone, at most for
+    DB_RETRY_SECONDS: the run holds meanwhile instead of failing for good."""
+    deadline = time.monotonic() + DB_RETRY_SECONDS
+    delay = RETRY_FIRST_DELAY
+    while True:
+        try:
+            return await call(*args, **kwargs)
+        except TRANSIENT_DB_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.2f s", name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+class EventLogUnavailable(Exception):
+    """A token_stream event of the node could not be stored, even after the publisher's
+    retries: the node must not complete with text the log (and every viewer) lacks."""
 
 
 class Coalescer:
@@ -58,8 +120,10 @@ class Coalescer:
 
     Chunks of one kind (thinking or answer) are joined in order; a change of kind flushes
     first, so the transcript is identical whatever the window. ``sent_text`` and
-    ``sent_thinking`` are what viewers were sent: after a stop the unsent rest is dropped
-    (no token_stream may follow a stop) and the stored message keeps exactly what was sent.
+    ``sent_thinking`` are what was stored in the event log (and so sent to viewers), filled
+    in as the publisher's futures resolve: after a stop the unsent rest is dropped (no
+    token_stream may follow a stop) and the stored message keeps exactly what was sent.
+    ``failed`` is set when a chunk could not be stored; nothing more is published then.
     """
 
     def __init__(self, *, session_id: str, node_id: str, agent_id: str, window: float) -> None:
@@ -73,6 +137,7 @@ class Coalescer:
         self.sent_text: list[str] = []
         self.sent_thinking: list[str] = []
         self.last: asyncio.Future[int] | None = None
+        self.failed: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, chunk: Chunk) -> None:
@@ -90,9 +155,11 @@ class Coalescer:
         self._cancel_timer()
         if not self.parts:
             return
+        if self.failed is not None:  # the log lost a chunk: the node fails, publish no more
+            self.parts = []
+            return
         text, self.parts = "".join(self.parts), []
         self.events += 1
-        (self.sent_thinking if self.thinking else self.sent_text).append(text)
         self.last = get_publisher().publish_nowait(
             session_id=self.session_id,
             event="token_stream",
@@ -104,6 +171,23 @@ class Coalescer:
                 "is_thinking": self.thinking,
             },
         )
+        self.last.add_done_callback(functools.partial(self._stored, text, self.thinking))
+
+    def _stored(self, text: str, thinking: bool, future: asyncio.Future[int]) -> None:
+        # Futures resolve in publish order (the publisher keeps it), before anyone awaiting
+        # them resumes: after settle() the sent_* lists hold exactly what the log holds.
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self.failed = self.failed or error
+            return
+        (self.sent_thinking if thinking else self.sent_text).append(text)
+
+    def check(self) -> None:
+        """Raise if a chunk could not be stored (see EventLogUnavailable)."""
+        if self.failed is not None:
+            raise EventLogUnavailable(str(self.failed)) from self.failed
 
     def discard(self) -> None:
         """Drop what was not sent yet (stop, abandon): nothing more is published."""
@@ -129,17 +213,14 @@ class Coalescer:
 
 @dataclass
 class _Stream:
-    """What one agent round produced so far."""
+    """What one agent round produced so far (its text is the Coalescer's: what was logged)."""
 
-    text: list[str] = field(default_factory=list)
-    thinking: list[str] = field(default_factory=list)
     streamed: int = 0
     usage: Usage | None = None
     last_save: float = field(default_factory=time.monotonic)
     last_usage: float = field(default_factory=time.monotonic)
 
     def add(self, chunk: Chunk) -> None:
-        (self.thinking if chunk.is_thinking else self.text).append(chunk.text)
         self.streamed += 1
 
 
@@ -448,25 +529,45 @@ class SessionRunner:
             )
             request = self._request(node, feedback, users, await self._review_notes(node))
             await self._stream(node, request, message_id, coalescer, out)
+            await coalescer.drain()
+            coalescer.check()
         except asyncio.CancelledError:
             if message_id is None:  # stopped while the node was starting: let that finish
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     message_id = await begin
             await self._cancelled(node, message_id, coalescer)
             raise
+        except EventLogUnavailable as exc:
+            log.error("node %s of %s: streamed text could not be logged (%s)",
+                      node.id, self.session_id, exc)
+            await coalescer.drain()
+            await self._fail(node, EVENT_LOG_LOST, "internal", message_id, coalescer)
+            return
         except ProviderError as exc:
             await coalescer.drain()
             await self._fail(node, str(exc) or "the model provider failed", "provider_error",
-                             message_id, out)
+                             message_id, coalescer)
             return
         except Exception as exc:  # a bug must fail this node, not the whole run half-way
             log.exception("node %s of %s crashed", node.id, self.session_id)
             await coalescer.drain()
             await self._fail(node, f"internal error: {exc.__class__.__name__}", "internal",
-                             message_id, out)
+                             message_id, coalescer)
             return
-        await coalescer.drain()
-        await self._complete(node, request, round_, message_id, out)
+        await self._complete_or_fail(node, request, round_, message_id, coalescer, out)
+
+    async def _complete_or_fail(
+        self, node: NodeSpec, request: CompletionRequest, round_: int, message_id: int,
+        coalescer: Coalescer, out: _Stream,
+    ) -> None:
+        """Complete the node; if the database stays away past the retries, fail it instead
+        (with the logged text), so its message is not left open with another text."""
+        try:
+            await self._complete(node, request, round_, message_id, coalescer, out)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.error("node %s of %s could not be completed (%s)", node.id, self.session_id, exc)
+            await self._fail(node, f"internal error: {exc.__class__.__name__}", "internal",
+                             message_id, coalescer)
 
     async def _stream(
         self, node: NodeSpec, request: CompletionRequest, message_id: int, coalescer: Coalescer,
@@ -481,6 +582,7 @@ class SessionRunner:
                     continue
                 await self._hold_if_paused(node, coalescer)
                 coalescer.add(item)
+                coalescer.check()
                 out.add(item)
                 await self._checkpoint(node, request, message_id, coalescer, out)
         finally:
@@ -494,6 +596,7 @@ class SessionRunner:
         if self.running.is_set():
             return
         await coalescer.drain()
+        coalescer.check()
         await _db(run_services.node_set_status)(
             session_id=self.session_id, node_id=node.id, status="paused"
         )
@@ -508,13 +611,15 @@ class SessionRunner:
         self, node: NodeSpec, request: CompletionRequest, message_id: int, coalescer: Coalescer,
         out: _Stream,
     ) -> None:
-        """Partial text about once a second, live usage every USAGE_INTERVAL_SECONDS."""
+        """Partial text (what the log holds so far) about once a second, live usage every
+        USAGE_INTERVAL_SECONDS."""
         assert node.agent is not None
         now = time.monotonic()
         if now - out.last_save >= settings.PARTIAL_SAVE_SECONDS:
             out.last_save = now
             await _db(run_services.message_save_partial)(
-                message_id=message_id, text="".join(out.text), thinking="".join(out.thinking)
+                message_id=message_id, text="".join(coalescer.sent_text),
+                thinking="".join(coalescer.sent_thinking),
             )
         if now - out.last_usage >= settings.USAGE_INTERVAL_SECONDS:
             out.last_usage = now
@@ -529,16 +634,17 @@ class SessionRunner:
 
     async def _complete(
         self, node: NodeSpec, request: CompletionRequest, round_: int, message_id: int,
-        out: _Stream,
+        coalescer: Coalescer, out: _Stream,
     ) -> None:
+        """Node done (every chunk stored: the log's text is the whole answer)."""
         assert node.agent is not None
         usage = out.usage or Usage(input_tokens=count_input_tokens(request),
                                    output_tokens=out.streamed, estimated=True)
-        final_text = "".join(out.text)
+        final_text = "".join(coalescer.sent_text)
         await _db(run_services.node_complete)(
             session_id=self.session_id, node_id=node.id, agent_id=node.agent.id, round=round_,
             model=request.model, message_id=message_id, text=final_text,
-            thinking="".join(out.thinking),
+            thinking="".join(coalescer.sent_thinking),
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             cost_usd=cost_usd(model=request.model, input_tokens=usage.input_tokens,
                               output_tokens=usage.output_tokens),
@@ -568,11 +674,14 @@ class SessionRunner:
         )
 
     async def _fail(
-        self, node: NodeSpec, error: str, code: str, message_id: int | None, out: _Stream
+        self, node: NodeSpec, error: str, code: str, message_id: int | None, coalescer: Coalescer
     ) -> None:
+        """The message keeps what the log holds (after a drain: everything that streamed,
+        unless the log lost a chunk)."""
         await _db(run_services.node_fail)(
             session_id=self.session_id, node_id=node.id, error=error, code=code,
-            message_id=message_id, text="".join(out.text), thinking="".join(out.thinking),
+            message_id=message_id, text="".join(coalescer.sent_text),
+            thinking="".join(coalescer.sent_thinking),
         )
         self.status[node.id] = "failed"
 

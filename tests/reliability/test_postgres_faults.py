@@ -2,12 +2,14 @@
 never leaves rows and event log disagreeing, and goes on (is resumed) once it is back.
 
 The first test cuts the real PostgreSQL off (TCP proxy in front of it, for the web processes
-and the worker) for 3 s mid-run (bench/faults.py ``scenario_postgres``). The second one makes
-one batched insert of the event log fail, in process, which is what a shorter outage does.
+and the worker) for 3 s mid-run (bench/faults.py ``scenario_postgres``). The others make one
+write fail, in process, which is what a shorter outage does (bench/faults.py postgres-blip:
+0.4 s): one batched insert of the event log, one node-boundary transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from django.db import OperationalError
 from bench import faults
 from realtime import publisher
 from realtime.state import fold
+from sessions_app import run_services
 from sessions_app.models import Message, NodeState, Session
 from tests.workflows.helpers import (
     agent_node,
@@ -29,6 +32,7 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
+from workflows import engine
 
 
 @pytest.mark.slow
@@ -56,12 +60,6 @@ CHAT = workflow(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (realtime/publisher.py Publisher._run + workflows/engine.py Coalescer): when a "
-    "batched insert of token_stream events fails (a database blip) the events are dropped "
-    "(the futures fail, nobody looks) while the node goes on and completes with its full "
-    "text: the Message row holds text the event log (and so every viewer and snapshot) "
-    "never had. Seen through a real PostgreSQL cut of 0.4 s and a 3 s freeze"))
 async def test_a_failed_event_insert_never_leaves_rows_and_log_disagreeing(
         settings: Any, tmp_path: Path, owner: Any, executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     install_workflows(settings, tmp_path, CHAT)
@@ -96,3 +94,105 @@ async def test_a_failed_event_insert_never_leaves_rows_and_log_disagreeing(
     assert session_status == state["status"] == status
     # the run went on (completed), or failed cleanly with an error event
     assert status == "completed" or any(e["event"] == "error" for e in log)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_node_boundary_write_pauses_the_run_instead_of_failing_it(
+        settings: Any, tmp_path: Path, owner: Any, executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_workflows(settings, tmp_path, CHAT)
+    settings.SCRIPTED_TOKENS_PER_SECOND = 400
+    real = run_services.node_complete
+    calls = {"n": 0}
+
+    def blip(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the database is gone for this one transaction
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(run_services, "node_complete", blip)
+    sid = await create_session(owner, "db-blip")
+    assert await command(sid, owner, "start_session") is None
+    status = await wait_finished(sid, timeout=20)
+    log = await events(sid)
+    state = fold(log)
+    messages = await database_sync_to_async(lambda: list(
+        Message.objects.filter(session_id=sid, kind="agent").order_by("id").values_list("node_id", "text", "is_final")))()
+    assert status == "completed", [e["data"] for e in log if e["event"] in ("error", "execution:failed")]
+    assert calls["n"] >= 2
+    assert [(n, t) for n, t, _ in messages] == [
+        (m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    assert all(final for *_, final in messages)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_event_insert_failing_past_the_retries_fails_the_node_with_the_logged_text(
+        settings: Any, tmp_path: Path, owner: Any, executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database stays away longer than the publisher retries: the node must not complete
+    with text the log lacks; it fails (error event) with the text that was stored."""
+    install_workflows(settings, tmp_path, CHAT)
+    settings.SCRIPTED_TOKENS_PER_SECOND = 400
+    monkeypatch.setattr(publisher, "STORE_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(publisher, "RETRY_FIRST_DELAY", 0.02)
+    monkeypatch.setattr(publisher, "RETRY_MAX_DELAY", 0.05)
+    real = publisher._store_in_thread
+    outage = {"token_batches": 0, "until": None}
+    loop = asyncio.get_running_loop()
+
+    def down(batch: list[Any]) -> Any:
+        if outage["until"] is None and any(item.event == "token_stream" for item in batch):
+            outage["token_batches"] += 1
+            if outage["token_batches"] == 3:  # the database goes away for 0.6 s
+                outage["until"] = loop.time() + 0.6
+        if outage["until"] is not None and loop.time() < outage["until"]:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(batch)
+
+    monkeypatch.setattr(publisher, "_store_in_thread", down)
+    sid = await create_session(owner, "db-blip")
+    assert await command(sid, owner, "start_session") is None
+    status = await wait_finished(sid, timeout=20)
+    log = await events(sid)
+    state = fold(log)
+    messages, nodes = await database_sync_to_async(lambda: (
+        list(Message.objects.filter(session_id=sid, kind="agent").order_by("id")
+             .values_list("node_id", "text", "is_final")),
+        dict(NodeState.objects.filter(session_id=sid).values_list("node_id", "status")),
+    ))()
+    assert status == "failed"
+    assert nodes == {"first": "failed", "second": "skipped"}
+    assert [e["data"]["code"] for e in log if e["event"] == "error"] == ["internal"]
+    logged = [(m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    assert [(n, t) for n, t, _ in messages if t] == logged and logged
+    assert all(final for *_, final in messages)
+    assert nodes == {n: s["status"] for n, s in state["nodes"].items()}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("also_failing", [(), ("node_fail",)])
+async def test_a_node_boundary_write_failing_past_the_retries_leaves_rows_and_log_agreeing(
+        settings: Any, tmp_path: Path, owner: Any, executor: Any, monkeypatch: pytest.MonkeyPatch,
+        also_failing: tuple[str, ...]) -> None:
+    """node_complete keeps failing: the node fails with the logged text (node_fail), or, if
+    that write fails too, the run fails and run_finish closes the message from the log."""
+    install_workflows(settings, tmp_path, CHAT)
+    settings.SCRIPTED_TOKENS_PER_SECOND = 400
+    monkeypatch.setattr(engine, "DB_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(engine, "RETRY_FIRST_DELAY", 0.02)
+
+    def down(**kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    for name in ("node_complete", *also_failing):
+        monkeypatch.setattr(run_services, name, down)
+    sid = await create_session(owner, "db-blip")
+    assert await command(sid, owner, "start_session") is None
+    assert await wait_finished(sid, timeout=20) == "failed"
+    state = fold(await events(sid))
+    messages = await database_sync_to_async(lambda: list(
+        Message.objects.filter(session_id=sid, kind="agent").order_by("id")
+        .values_list("node_id", "text", "is_final")))()
+    assert [(n, t) for n, t, _ in messages] == [
+        (m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    assert [n for n, *_ in messages] == ["first"]
+    assert all(final for *_, final in messages)
