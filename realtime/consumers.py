@@ -9,6 +9,7 @@ which closes stale connections itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -110,6 +111,22 @@ class SessionConsumer(AsyncWebsocketConsumer):
         await getattr(self, name)(message)
 
     # ------------------------------------------------------------------ connect
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """One coroutine per socket. Channels' version runs ``await_many_dispatch``, which
+        keeps an extra task and an ``asyncio.wait`` per socket to merge a channel this
+        consumer does not have (the hub holds the process's one subscription)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+                # Let the viewer's writer run between client frames, so replies (say the
+                # rate_limited errors) go out before a close that a later frame causes.
+                await asyncio.sleep(0)
+        except StopConsumer:
+            pass
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
@@ -121,7 +138,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if not ok:
             await self._close_with(4400)
             return
-        session, access = await _load_session(self.session_id, user)
+        try:
+            session, access = await _load_session(self.session_id, user)
+        except Exception:
+            log.exception("could not open %s", self.session_id)  # database unavailable
+            await self._close_with(4503)
+            return
         if session is None:
             await self._close_with(4404)
             return
