@@ -693,7 +693,9 @@ class Viewer:
             await asyncio.sleep(self.heartbeat)
             n += 1
             with contextlib.suppress(Exception):
-                await ws.send(json.dumps({"cmd": "ping", "id": f"hb{n}"}))
+                # as the page does: acknowledge what was applied (a stalled reader -> 4409)
+                await ws.send(json.dumps({"cmd": "ping", "data": {"last_seq": max(self.last_seq, 0)},
+                                          "id": f"hb{n}"}))
 
     def _on_frame(self, raw: str | bytes) -> bool:
         """Apply one frame; True if a gap was seen (the caller reconnects)."""
@@ -1282,7 +1284,7 @@ async def oversize_close(web: Web, session_id: str, cookie: str, size: int, wait
 @stopping_viewers
 async def scenario_slow(workdir: Path, *, servers: tuple[str, ...] = ("uvicorn", "daphne"),
                         fast: int = 3, limit: int = 20000, rate: int = 2000,
-                        stall_events: int = 45000, chars: int = 60,
+                        stall_events: int = 45000, chars: int = 60, heartbeat: float = 15.0,
                         oversize: tuple[str, ...] | bool = True) -> dict[str, Any]:
     """A viewer stops reading while events flood at ``rate``/s, on each server kind at once
     (one web process per kind, ``fast`` normal viewers + one slow viewer on each).
@@ -1294,7 +1296,8 @@ async def scenario_slow(workdir: Path, *, servers: tuple[str, ...] = ("uvicorn",
     Phase 3: the slow viewers read again; where the limit bit they are closed with 4409 and
     catch up by replay. Every viewer must end at the log head with no gap and no duplicate.
     Then frames over WS_MAX_FRAME_BYTES are sent to each server (``oversize``: True, False
-    or the server kinds to try)."""
+    or the server kinds to try). ``heartbeat``: seconds between the viewers' acknowledging
+    pings (the page: 15 s); under daphne only they reveal the stalled reader."""
     result: dict[str, Any] = {"scenario": "slow-viewer", "limit": limit, "rate": rate,
                               "chunk_chars": chars}
     with Cluster(workdir, env={"WS_SEND_BUFFER_EVENTS": str(limit)}) as cluster:
@@ -1303,10 +1306,11 @@ async def scenario_slow(workdir: Path, *, servers: tuple[str, ...] = ("uvicorn",
         data = cluster.setup(users=["alice"], workflows=[chain_workflow(10)],
                              sessions=[{"owner": "alice", "workflow": "fault-chain"}])
         sid, cookie = data["sessions"][0], data["cookies"]["alice"]
-        fasts = {kind: [Viewer(f"{kind}-fast-{k}", [web], sid, cookie, compression=None)
+        fasts = {kind: [Viewer(f"{kind}-fast-{k}", [web], sid, cookie, compression=None,
+                               heartbeat=heartbeat)
                         for k in range(fast)] for kind, web in webs.items()}
         slows = {kind: Viewer(f"{kind}-slow", [web], sid, cookie, max_queue=1, rcvbuf=4096,
-                              compression=None) for kind, web in webs.items()}
+                              compression=None, heartbeat=heartbeat) for kind, web in webs.items()}
         everyone = [v for group in fasts.values() for v in group] + list(slows.values())
         await start_viewers(everyone)
         log("slow: control flood (everybody reads)")

@@ -236,6 +236,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if command.cmd == "ping":
             self._reply("pong", {"server_time": protocol.now_iso(), "id": command.id})
+            acked = command.data.get("last_seq")
+            if acked is not None:
+                viewer.acknowledge(acked)
             return
         if command.cmd not in protocol.WATCHER_COMMANDS and self.access != services.CONTROL:
             self._error("forbidden", "watch-only participants cannot control the session", command.id)

@@ -185,6 +185,17 @@ class Viewer:
         self.overflow()
         return True
 
+    def acknowledge(self, seq: int) -> None:
+        """The client has applied every event up to ``seq`` (the page says so in its heartbeat).
+
+        Under uvicorn a reader that stops shows as frames piling up in ``pending``; daphne never
+        blocks a send (Twisted buffers every frame in process memory), so there only the client
+        can tell. More than the send buffer sent but not acknowledged is the same 4409.
+        """
+        if self.active and not self.closed and self.last_seq - seq > self.limit + self.allowance:
+            self.pending = []
+            self.overflow()
+
     def overflow(self) -> None:
         log.warning("viewer of %s too slow: closing with 4409", self.session_id)
         self.closed = True

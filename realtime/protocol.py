@@ -151,7 +151,7 @@ MAX_COMMENT = 4000
 MAX_COMMAND_ID = 64
 
 COMMANDS: dict[str, tuple[Field, ...]] = {
-    "ping": (),
+    "ping": (_f("last_seq", *INT, required=False),),
     "start_session": (),
     "pause_session": (),
     "resume_session": (),

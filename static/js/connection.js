@@ -65,6 +65,7 @@ export function createConnection({
   windowTarget = null,
   documentTarget = null,
   newId = newCommandId,
+  heartbeatData = () => ({}),
   onMessage = () => {},
   onOpen = () => {},
   onStateChange = () => {},
@@ -232,7 +233,7 @@ export function createConnection({
       recycle(false, "no frame received: socket considered dead");
       return;
     }
-    send("ping", {});
+    send("ping", heartbeatData());
   }
 
   function send(cmd, data = {}, id = newId()) {

@@ -99,6 +99,8 @@ export function createRoomCore({
 
   connection = createConnection({
     url: () => buildSocketUrl(location, config.ws_path || sessionSocketPath(config.session_id), router.lastSeq),
+    // The server closes 4409 a socket whose unacknowledged events pass its send buffer.
+    heartbeatData: () => ({ last_seq: router.lastSeq }),
     WebSocket,
     timers,
     random,

@@ -207,6 +207,18 @@ test("heartbeat: a ping every 15 s while frames keep arriving", () => {
   assert.equal(h.conn.state, STATES.CONNECTED);
 });
 
+test("heartbeat: each ping carries what heartbeatData returns then (the page: last_seq)", () => {
+  let seq = 7;
+  const h = setup({ heartbeatData: () => ({ last_seq: seq }) });
+  h.conn.connect();
+  h.last().serverOpen();
+  h.timers.advance(15000);
+  seq = 42;
+  h.last().serverSend({ event: "pong", data: { server_time: "x" }, seq: null });
+  h.timers.advance(15000);
+  assert.deepEqual(pings(h.last()).map((f) => f.data), [{ last_seq: 7 }, { last_seq: 42 }]);
+});
+
 test("heartbeat: no frame within 2 intervals -> socket closed as dead and a reconnect scheduled", () => {
   const h = setup();
   h.conn.connect();

@@ -217,6 +217,26 @@ async def test_oversized_frame_closes_4009_where_the_server_refuses_1009(
     assert owner.username not in get_hub().sockets_per_user
 
 
+async def test_a_reader_acknowledging_too_little_is_closed_4409(ws_app, session, owner, settings):
+    """Where the server never holds a send back (daphne), the page's acknowledging ping is
+    what shows a stalled reader: more than WS_SEND_BUFFER_EVENTS unacknowledged -> 4409."""
+    settings.WS_SEND_BUFFER_EVENTS = 10
+    sid = str(session.pk)
+    ws, _, _ = await connect_ws(ws_app, sid, owner)
+    await ws.next_event()
+    for n in range(30):
+        await publish(session_id=sid, event="token_stream", node_id="a",
+                      data={"chunk": f"w{n} ", "agent_id": "a", "node_id": "a", "is_thinking": False})
+    last = (await ws.until(lambda e: e["seq"] == 30))["seq"]
+    await ws.c.send_to(text_data=json.dumps({"cmd": "ping", "data": {"last_seq": last - 5}, "id": "p1"}))
+    assert (await ws.until(lambda e: e["event"] == "pong"))["data"]["id"] == "p1"  # 5 behind: fine
+    await ws.c.send_to(text_data=json.dumps({"cmd": "ping", "data": {"last_seq": 3}, "id": "p2"}))
+    with pytest.raises(ConnectionError):
+        while True:
+            await ws.recv()
+    assert ws.close_code == 4409
+
+
 async def test_rate_limit_then_close_4429(ws_app, session, owner, settings):
     settings.WS_RATE_BURST = 5
     settings.WS_RATE_PER_SECOND = 1

@@ -27,11 +27,12 @@ SID = "5b0e2a1c-0000-4000-8000-000000000001"
 @pytest.mark.postgres
 async def test_stalled_viewer_does_not_hold_back_the_others(tmp_path: Path) -> None:
     """uvicorn and daphne side by side, one flood: each has 2 fast viewers and one that
-    stops reading (4 KiB receive buffer, no compression). Then over-size frames to each."""
+    stops reading (4 KiB receive buffer, no compression; pings acknowledging the last seq
+    every second). Then over-size frames to uvicorn."""
     faults.check_shared_redis()
     result = await faults.scenario_slow(
         tmp_path, servers=("uvicorn", "daphne"), fast=2, limit=2500, chars=400, rate=2000,
-        stall_events=11000, oversize=("uvicorn",),
+        stall_events=11000, heartbeat=1.0, oversize=("uvicorn",),
     )
     print("\n" + json.dumps(result, default=str))
     assert result["problems"] == []  # every viewer, slow ones included, ends at the head
@@ -39,8 +40,11 @@ async def test_stalled_viewer_does_not_hold_back_the_others(tmp_path: Path) -> N
     uvicorn, daphne = result["servers"]["uvicorn"], result["servers"]["daphne"]
     # uvicorn applies back-pressure: the stalled viewer's backlog reaches the limit -> 4409
     assert uvicorn["closed_4409_while_stalled"] and 4409 in uvicorn["slow_closes"]
-    # daphne never blocks the application's send: no 4409, the backlog sits in its memory
-    assert not daphne["closed_4409_while_stalled"]
+    # daphne never blocks the application's send: the viewer's acknowledging ping shows it,
+    # and the server closes it 4409 (its close frame waits behind the unread frames, so the
+    # client may see daphne drop the connection instead: 1006); its memory stays flat
+    assert daphne["closed_4409_while_stalled"] and set(daphne["slow_closes"]) <= {4409, 1006}
+    assert daphne["slow_closes"] and daphne["server_rss_growth_mb"] < 5
     for server in (uvicorn, daphne):
         assert server["slow_caught_up"]
         # the others do not wait for it (documented bound: p99 within 250 ms of the baseline;
