@@ -70,6 +70,14 @@ def http_json(port: int, path: str, timeout: float = 120) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- processes
 
 
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+
+
+def can_cap_cpu() -> bool:
+    """cgroup v1's cpu controller is mounted and writable (root in this sandbox)."""
+    return (CPU_CGROUP / "cgroup.procs").exists() and os.access(CPU_CGROUP, os.W_OK)
+
+
 class Server:
     """A child process (server, worker) with its log file; stopped with SIGINT then SIGKILL."""
 
@@ -104,6 +112,15 @@ class Server:
     def rss(self) -> int:
         return self.ps.memory_info().rss
 
+    def cap_cpu(self, fraction: float) -> None:
+        """Hold the process to ``fraction`` of one core (cgroup v1 CFS quota, 10 ms period)."""
+        group = CPU_CGROUP / f"bench-{self.name}-{self.proc.pid}"
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text("10000")
+        (group / "cpu.cfs_quota_us").write_text(str(int(fraction * 10000)))
+        (group / "cgroup.procs").write_text(str(self.proc.pid))
+        self.cgroup = group
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -114,6 +131,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+        group = getattr(self, "cgroup", None)
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.rmdir()
 
 
 class Sampler(threading.Thread):
@@ -310,6 +331,9 @@ class Bench:
         port = free_port()
         if kind == "daphne":
             argv = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
+        elif kind == "granian":  # not a requirement: pip install granian
+            argv = [PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port",
+                    str(port), "--workers", "1", "--log-level", "warning", "--no-access-log", app]
         else:
             argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1",
                     "--port", str(port), "--ws", ws, "--lifespan", "on", "--no-access-log",
@@ -601,6 +625,8 @@ class Bench:
         if a.idle_variants:
             variants += [("django ws=websockets", {"ws": "websockets"}),
                          ("django daphne", {"kind": "daphne"})]
+            if importlib.util.find_spec("granian") is not None:
+                variants.append(("django granian", {"kind": "granian"}))
             if importlib.util.find_spec("wsproto") is not None:
                 variants.append(("django ws=wsproto", {"ws": "wsproto"}))
         for label, kw in variants:
@@ -709,17 +735,28 @@ class Bench:
 
     def w_scale(self) -> None:
         self.w_scaleflood()
+        if self.args.web_cpu_cap and can_cap_cpu():
+            self.w_scaleflood(cap=self.args.web_cpu_cap)
         self.w_scalebusy()
 
-    def w_scaleflood(self) -> None:
+    def w_scaleflood(self, cap: float = 0.0) -> None:
+        """Workload 1 on one and on two web processes. With ``cap`` each web process gets that
+        fraction of a core (cgroup quota): the web tier becomes the bottleneck, as on a machine
+        with a core per web process and spare cores for the clients, the publisher, Redis and
+        PostgreSQL; on 2 cores shared by all of them it is not (docs/PERFORMANCE.md)."""
         a = self.args
         n = a.flood_viewers
-        print("[scale] Redis + PostgreSQL, external flood publisher", flush=True)
+        label = f"scale flood{' cap' if cap else ''}"
+        print(f"[scale] Redis + PostgreSQL, external flood publisher"
+              f"{f', each web process capped at {cap:.0%} of a core' if cap else ''}", flush=True)
         for webs in (1, 2):
             env, db = self.pg_env(f"scale{webs}")
             try:
                 fx = self.fixtures(env, "prepare", "--sessions", "1", "--workflow", "bench-solo")
                 servers = [self.django_server(env, name=f"web{i}") for i in range(webs)]
+                if cap:
+                    for server in servers:
+                        server.cap_cpu(cap)
                 sid = fx["sessions"][0]
                 targets = [{"url": f"ws://127.0.0.1:{s.port}/ws/sessions/{sid}/", "session": sid,
                             "count": n // webs + (1 if i < n % webs else 0), "cookie": fx["cookie"]}
@@ -736,7 +773,7 @@ class Bench:
                         raise RuntimeError(res.stderr[-3000:])
                     return json.loads(res.stdout.strip().splitlines()[-1])
 
-                self.measure("scale flood", f"django {webs} web", servers, targets,
+                self.measure(label, f"django {webs} web", servers, targets,
                              self.flood_trigger(0, sid, n, external=external),
                              procs=a.flood_procs, ack_ms=a.ack_ms)
             finally:
@@ -810,10 +847,11 @@ def ratios(results: list[Result]) -> list[str]:
             f"  p99 {q(r.p99, ref.p99)}  frames/s {q(r.frames_s, ref.frames_s)}"
             f"  srv CPU {q(r.server_cpu, ref.server_cpu)}  srv RSS {q(r.server_rss_mb, ref.server_rss_mb)}"
         )
-    scale = {r.system: r for r in results if r.workload == "scale flood"}
-    one, two = scale.get("django 1 web"), scale.get("django 2 web")
-    if one and two and one.ev_s:
-        lines.append(f"scale flood  2 web / 1 web events/s = {two.ev_s / one.ev_s:.2f}x")
+    for workload in ("scale flood", "scale flood cap"):
+        scale = {r.system: r for r in results if r.workload == workload}
+        one, two = scale.get("django 1 web"), scale.get("django 2 web")
+        if one and two and one.ev_s:
+            lines.append(f"{workload:<16} 2 web / 1 web events/s = {two.ev_s / one.ev_s:.2f}x")
     return lines
 
 
@@ -835,6 +873,9 @@ def main() -> None:
     parser.add_argument("--many-viewers", type=int, default=5)
     parser.add_argument("--many-tokens", type=int, default=240)
     parser.add_argument("--idle-sockets", type=int, default=5000)
+    parser.add_argument("--web-cpu-cap", type=float, default=0.1,
+                        help="scale: also measure with each web process held to this fraction of "
+                        "a core (cgroup v1 cpu quota; skipped where not writable; 0: off)")
     parser.add_argument("--idle-variants", action="store_true", help="also ws-sansio and daphne")
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
