@@ -207,6 +207,11 @@ WS_RATE_STRIKES = env_int("WS_RATE_STRIKES", 20)  # rate_limited errors before c
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 WS_SEND_BUFFER_EVENTS = env_int("WS_SEND_BUFFER_EVENTS", 20000)  # backlog before close 4409
 WS_BATCH_MAX_EVENTS = env_int("WS_BATCH_MAX_EVENTS", 200)
+# Frames the server sends stay under these (daphne refuses to send a frame over its 1 MiB
+# message limit): a batch is cut at WS_BATCH_MAX_BYTES, a bigger snapshot becomes the empty
+# room plus the whole log (realtime/snapshots.py).
+WS_BATCH_MAX_BYTES = env_int("WS_BATCH_MAX_BYTES", 256 * 1024)
+WS_SNAPSHOT_MAX_BYTES = env_int("WS_SNAPSHOT_MAX_BYTES", 512 * 1024)
 REPLAY_MAX_EVENTS = env_int("REPLAY_MAX_EVENTS", 100000)  # further behind -> resync snapshot
 EVENT_FLUSH_MAX = env_int("EVENT_FLUSH_MAX", 2000)  # events per batched insert
 

@@ -225,7 +225,6 @@ class Viewer:
 
     async def _write_loop(self) -> None:
         """Send what waits, as few frames as possible, then end (the next push starts another)."""
-        limit = settings.WS_BATCH_MAX_EVENTS
         try:
             while self.pending and not self.closed:
                 items, self.pending = self.pending, []
@@ -234,16 +233,37 @@ class Viewer:
                     await self._send({"type": "websocket.send", "text": items[0]})
                     continue
                 head, tail = _batch_parts(self.session_id)
-                for start in range(0, len(items), limit):
-                    chunk = items[start : start + limit]
+                for chunk in _batches(items):
                     text = chunk[0] if len(chunk) == 1 else head + ",".join(chunk) + tail
                     await self._send({"type": "websocket.send", "text": text})
         except asyncio.CancelledError:
             raise
-        except Exception:  # the socket went away: its disconnect handler detaches it
+        except Exception:
+            # Gone (its disconnect handler detaches it), or the server refused the frame: close,
+            # so that the client reconnects instead of waiting on a silent socket.
+            log.warning("send to a viewer of %s failed: closing it", self.session_id, exc_info=True)
             self.closed = True
+            asyncio.get_running_loop().create_task(self._close(1011))
         finally:
             self._task = None
+
+
+def _batches(items: list[str]) -> list[list[str]]:
+    """Consecutive runs of at most WS_BATCH_MAX_EVENTS frames and WS_BATCH_MAX_BYTES characters
+    (a frame larger than that goes alone)."""
+    most, cap = settings.WS_BATCH_MAX_EVENTS, settings.WS_BATCH_MAX_BYTES
+    out: list[list[str]] = []
+    run: list[str] = []
+    size = 0
+    for item in items:
+        if run and (len(run) >= most or size + len(item) > cap):
+            out.append(run)
+            run, size = [], 0
+        run.append(item)
+        size += len(item) + 1
+    if run:
+        out.append(run)
+    return out
 
 
 def _batch_parts(session_id: str) -> tuple[str, str]:

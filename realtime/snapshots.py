@@ -92,9 +92,11 @@ def session_view(session: Session) -> dict[str, Any]:
 
 
 def snapshot_frame(
-    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool
+    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool,
+    at_start: bool = False,
 ) -> tuple[int, str]:
-    last_seq, state = folded_state(str(session.pk))
+    """The room at the log's head (``at_start``: before its first event)."""
+    last_seq, state = (0, fold([])) if at_start else folded_state(str(session.pk))
     data = {
         "session": session_view(session),
         "workflow": workflow_view(session.workflow_definition),
@@ -121,11 +123,30 @@ def initial_frames(
             frames = read_frames(str(session.pk), after=last_seq)
             if all(seq == last_seq + i + 1 for i, (seq, _) in enumerate(frames)):
                 return (frames[-1][0] if frames else last_seq), [text for _, text in frames]
-        seq, text = snapshot_frame(
-            session=session, can_control=can_control, presence=presence, resync=True
-        )
-        return seq, [text]
+        return _snapshot_frames(session=session, can_control=can_control, presence=presence, resync=True)
+    return _snapshot_frames(session=session, can_control=can_control, presence=presence, resync=False)
+
+
+def _snapshot_frames(
+    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool
+) -> tuple[int, list[str]]:
+    """A snapshot; for a long transcript, the empty room and the whole log instead.
+
+    A snapshot is one frame, and daphne (autobahn) refuses to send any frame over its message
+    limit (1 MiB by default): the socket then stays silent. The log's events go out in batch
+    frames of bounded size, and fold to the same room.
+    """
     seq, text = snapshot_frame(
-        session=session, can_control=can_control, presence=presence, resync=False
+        session=session, can_control=can_control, presence=presence, resync=resync
     )
-    return seq, [text]
+    if len(text) <= settings.WS_SNAPSHOT_MAX_BYTES // 4 or (
+        len(text.encode()) <= settings.WS_SNAPSHOT_MAX_BYTES or seq > settings.REPLAY_MAX_EVENTS
+    ):
+        return seq, [text]
+    frames = read_frames(str(session.pk), after=0)
+    if not frames or any(s != i + 1 for i, (s, _) in enumerate(frames)):
+        return seq, [text]
+    _, start = snapshot_frame(
+        session=session, can_control=can_control, presence=presence, resync=resync, at_start=True
+    )
+    return frames[-1][0], [start, *(frame for _, frame in frames)]

@@ -47,6 +47,7 @@ class WS:
         self.c = communicator
         self.events: list[dict[str, Any]] = []
         self.close_code: int | None = None
+        self.frame_sizes: list[int] = []
         self._n = 0
 
     async def recv(self, timeout: float = 5) -> dict[str, Any]:
@@ -54,6 +55,7 @@ class WS:
         if output["type"] == "websocket.close":
             self.close_code = output.get("code")
             raise ConnectionError(f"closed {self.close_code}")
+        self.frame_sizes.append(len(output["text"]))
         frame = json.loads(output["text"])
         assert "type" not in frame
         protocol.validate_event(frame)

@@ -297,6 +297,31 @@ async def test_replay_after_last_seq_is_exact(ws_app, session, owner):
     await ws.close()
 
 
+async def test_a_long_transcript_arrives_as_the_empty_room_and_the_log(ws_app, session, owner, settings):
+    """Over WS_SNAPSHOT_MAX_BYTES the snapshot becomes the empty room plus every event, in
+    frames under WS_BATCH_MAX_BYTES (daphne refuses to send a frame over its 1 MiB limit);
+    folded, the viewer holds the same room as the plain snapshot."""
+    from realtime.state import fold
+
+    sid = str(session.pk)
+    await _publish_many(sid, 60)
+    ws, _, _ = await connect_ws(ws_app, sid, owner)
+    whole = await ws.next_event()
+    assert whole["event"] == "snapshot" and whole["data"]["last_seq"] == 60
+    await ws.close()
+
+    settings.WS_SNAPSHOT_MAX_BYTES = 1000
+    settings.WS_BATCH_MAX_BYTES = 2000
+    ws, _, _ = await connect_ws(ws_app, sid, owner)
+    start = await ws.next_event()
+    assert start["event"] == "snapshot" and start["data"]["last_seq"] == 0
+    events = [await ws.next_event() for _ in range(60)]
+    assert [e["seq"] for e in events] == list(range(1, 61))
+    assert fold(events, start["data"]["state"]) == whole["data"]["state"]
+    assert len(ws.frame_sizes) > 2 and max(ws.frame_sizes[1:]) <= 2000 + 400
+    await ws.close()
+
+
 async def test_replay_race_no_gap_no_duplicate(ws_app, session, owner):
     """Events published while viewers connect and read the log arrive exactly once, in order."""
     sid = str(session.pk)

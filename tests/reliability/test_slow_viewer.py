@@ -73,6 +73,28 @@ async def test_oversized_frame_under_daphne_closes_4009_and_leaks_nothing(tmp_pa
         assert again["last_seq"] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_a_transcript_over_a_mebibyte_reaches_a_new_viewer_under_daphne(tmp_path: Path) -> None:
+    """daphne refuses to send a frame over its 1 MiB message limit; a snapshot that large
+    left the socket silent for good. The room now arrives as the empty room plus the log."""
+    faults.check_shared_redis()
+    with faults.Cluster(tmp_path) as cluster:
+        web = cluster.add_web("daphne")
+        data = cluster.setup(users=["alice"], workflows=[faults.chain_workflow(10)],
+                             sessions=[{"owner": "alice", "workflow": "fault-chain"}])
+        sid, cookie = data["sessions"][0], data["cookies"]["alice"]
+        flood = await faults.in_thread(faults.flood, cluster, sid, 3000, 3000, 400)  # ~1.2 MB
+        viewer = faults.Viewer("late", [web], sid, cookie)
+        await faults.start_viewers([viewer])
+        try:
+            assert await viewer.wait_seq(flood["last"], 30), viewer.closes
+            assert viewer.dups == 0 and viewer.gaps == 0 and viewer.closes == []
+        finally:
+            await viewer.stop()
+
+
 # --------------------------------------------------------------------------- one viewer
 
 
