@@ -188,8 +188,8 @@ class Coalescer:
         sent = self.sent_thinking if thinking else self.sent_text
         sent.append(text)
         if len(sent) >= SENT_COMPACT_EVERY:
-            # One string per event cost ~60 bytes of overhead each for as long as the node
-            # streams (+5 % worker RSS over a 10-minute soak); joined, a node costs its text.
+            # One string object per event costs ~50 bytes of overhead each for as long as the
+            # node streams (a long node: thousands of events); joined, a node costs its text.
             sent[:] = ["".join(sent)]
 
     def check(self) -> None:
