@@ -238,14 +238,21 @@ class Viewer:
                     await self._send({"type": "websocket.send", "text": text})
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Gone (its disconnect handler detaches it), or the server refused the frame: close,
-            # so that the client reconnects instead of waiting on a silent socket.
-            log.warning("send to a viewer of %s failed: closing it", self.session_id, exc_info=True)
+        except Exception as exc:
             self.closed = True
-            asyncio.get_running_loop().create_task(self._close(1011))
+            if not _socket_gone(exc):
+                # The server refused the frame: close, so that the client reconnects instead
+                # of waiting on a silent socket. (A gone socket's disconnect handler detaches it.)
+                log.warning("send to a viewer of %s failed: closing it", self.session_id,
+                            exc_info=True)
+                asyncio.get_running_loop().create_task(self._close(1011))
         finally:
             self._task = None
+
+
+def _socket_gone(exc: BaseException) -> bool:
+    """The client went away (uvicorn: ClientDisconnected, an OSError; autobahn: Disconnected)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "Disconnected"
 
 
 def _batches(items: list[str]) -> list[list[str]]:
