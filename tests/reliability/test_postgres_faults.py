@@ -35,6 +35,24 @@ from tests.workflows.helpers import (
 from workflows import engine
 
 
+async def _stored(sid: str) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str, bool]],
+                                   dict[str, str], str]:
+    """(event log, its fold, agent Message rows (node, text, final), node states, session status):
+    what the viewers were sent next to what the tables say."""
+    log = await events(sid)
+    messages, nodes, status = await database_sync_to_async(lambda: (
+        list(Message.objects.filter(session_id=sid, kind="agent").order_by("id")
+             .values_list("node_id", "text", "is_final")),
+        dict(NodeState.objects.filter(session_id=sid).values_list("node_id", "status")),
+        Session.objects.get(pk=sid).status,
+    ))()
+    return log, fold(log), messages, nodes, status
+
+
+def _logged(state: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+
+
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.postgres
@@ -80,16 +98,8 @@ async def test_a_failed_event_insert_never_leaves_rows_and_log_disagreeing(
     assert await command(sid, owner, "start_session") is None
     status = await wait_finished(sid, timeout=20)
     assert calls["failed"] == 1
-    log = await events(sid)
-    state = fold(log)
-    rows = await database_sync_to_async(lambda: (
-        list(Message.objects.filter(session_id=sid, kind="agent").order_by("id").values_list("node_id", "text")),
-        dict(NodeState.objects.filter(session_id=sid).values_list("node_id", "status")),
-        Session.objects.get(pk=sid).status,
-    ))()
-    messages, nodes, session_status = rows
-    logged = [(m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
-    assert [m for m in messages if m[1]] == logged  # the rows say what the viewers were sent
+    log, state, messages, nodes, session_status = await _stored(sid)
+    assert [(n, t) for n, t, _ in messages if t] == _logged(state)  # the rows say what was sent
     assert nodes == {n: s["status"] for n, s in state["nodes"].items()}
     assert session_status == state["status"] == status
     # the run went on (completed), or failed cleanly with an error event
@@ -114,14 +124,10 @@ async def test_a_failed_node_boundary_write_pauses_the_run_instead_of_failing_it
     sid = await create_session(owner, "db-blip")
     assert await command(sid, owner, "start_session") is None
     status = await wait_finished(sid, timeout=20)
-    log = await events(sid)
-    state = fold(log)
-    messages = await database_sync_to_async(lambda: list(
-        Message.objects.filter(session_id=sid, kind="agent").order_by("id").values_list("node_id", "text", "is_final")))()
+    log, state, messages, _, _ = await _stored(sid)
     assert status == "completed", [e["data"] for e in log if e["event"] in ("error", "execution:failed")]
     assert calls["n"] >= 2
-    assert [(n, t) for n, t, _ in messages] == [
-        (m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    assert [(n, t) for n, t, _ in messages] == _logged(state)
     assert all(final for *_, final in messages)
 
 
@@ -152,17 +158,11 @@ async def test_an_event_insert_failing_past_the_retries_fails_the_node_with_the_
     sid = await create_session(owner, "db-blip")
     assert await command(sid, owner, "start_session") is None
     status = await wait_finished(sid, timeout=20)
-    log = await events(sid)
-    state = fold(log)
-    messages, nodes = await database_sync_to_async(lambda: (
-        list(Message.objects.filter(session_id=sid, kind="agent").order_by("id")
-             .values_list("node_id", "text", "is_final")),
-        dict(NodeState.objects.filter(session_id=sid).values_list("node_id", "status")),
-    ))()
+    log, state, messages, nodes, _ = await _stored(sid)
     assert status == "failed"
     assert nodes == {"first": "failed", "second": "skipped"}
     assert [e["data"]["code"] for e in log if e["event"] == "error"] == ["internal"]
-    logged = [(m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    logged = _logged(state)
     assert [(n, t) for n, t, _ in messages if t] == logged and logged
     assert all(final for *_, final in messages)
     assert nodes == {n: s["status"] for n, s in state["nodes"].items()}
@@ -188,11 +188,7 @@ async def test_a_node_boundary_write_failing_past_the_retries_leaves_rows_and_lo
     sid = await create_session(owner, "db-blip")
     assert await command(sid, owner, "start_session") is None
     assert await wait_finished(sid, timeout=20) == "failed"
-    state = fold(await events(sid))
-    messages = await database_sync_to_async(lambda: list(
-        Message.objects.filter(session_id=sid, kind="agent").order_by("id")
-        .values_list("node_id", "text", "is_final")))()
-    assert [(n, t) for n, t, _ in messages] == [
-        (m["node_id"], m["text"]) for m in state["messages"] if m["kind"] == "agent"]
+    _, state, messages, _, _ = await _stored(sid)
+    assert [(n, t) for n, t, _ in messages] == _logged(state)
     assert [n for n, *_ in messages] == ["first"]
     assert all(final for *_, final in messages)
