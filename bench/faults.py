@@ -882,6 +882,21 @@ def _watchers(webs: list[Web], sids: list[str], cookie: str, per_web: int) -> li
     ]
 
 
+async def _watched_runs(cluster: Cluster, webs: list[Web], *, tokens: int, sessions: int,
+                        per_web: int) -> tuple[list[str], str, list[Viewer]]:
+    """``sessions`` fault-chain runs started, each watched by ``per_web`` viewers per web process:
+    (session ids, alice's cookie, the viewers)."""
+    data = cluster.setup(
+        users=["alice"], workflows=[chain_workflow(tokens)],
+        sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
+    )
+    sids, cookie = data["sessions"], data["cookies"]["alice"]
+    viewers = _watchers(webs, sids, cookie, per_web)
+    await start_viewers(viewers)
+    await in_thread(cluster.start_runs, sids)
+    return sids, cookie, viewers
+
+
 @stopping_viewers
 async def scenario_redis(workdir: Path, *, mode: str = "restart", per_web: int = 3, sessions: int = 2,
                          tokens: int = 60, rate: int = 20, outage: float = 3.0,
@@ -978,14 +993,8 @@ async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bo
     result: dict[str, Any] = {"scenario": name, "server": server}
     with Cluster(workdir, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
         webs, (worker_a,) = cluster.start_processes((server, server), ("worker-a",))
-        data = cluster.setup(
-            users=["alice"], workflows=[chain_workflow(tokens)],
-            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
-        )
-        sids, cookie = data["sessions"], data["cookies"]["alice"]
-        viewers = _watchers(webs, sids, cookie, per_web)
-        await start_viewers(viewers)
-        await in_thread(cluster.start_runs, sids)
+        sids, cookie, viewers = await _watched_runs(cluster, webs, tokens=tokens, sessions=sessions,
+                                                    per_web=per_web)
         t_web = t_worker = None
         victims = [v for v in viewers if v.server_index == 0]
         at_kill: dict[str, int] = {}
@@ -1138,14 +1147,8 @@ async def scenario_postgres(workdir: Path, *, mode: str = "reset", outage: float
     result: dict[str, Any] = {"scenario": f"postgres-{mode}", "outage_s": outage}
     with Cluster(workdir, pg_proxy=True, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
         webs, _ = cluster.start_processes()
-        data = cluster.setup(
-            users=["alice"], workflows=[chain_workflow(tokens)],
-            sessions=[{"owner": "alice", "workflow": "fault-chain"} for _ in range(sessions)],
-        )
-        sids, cookie = data["sessions"], data["cookies"]["alice"]
-        viewers = _watchers(webs, sids, cookie, per_web)
-        await start_viewers(viewers)
-        await in_thread(cluster.start_runs, sids)
+        sids, cookie, viewers = await _watched_runs(cluster, webs, tokens=tokens, sessions=sessions,
+                                                    per_web=per_web)
         await _wait_progress(viewers, at_seq, 30)
         assert cluster.pg_proxy is not None
         cluster.pg_proxy.cut(mode)
