@@ -1,0 +1,108 @@
+"""The words of the meeting protocol, each defined once.
+
+Every Python module uses these enums (they are ``str`` subclasses, so they compare equal to,
+serialise as and hash like their values); the ones stored in a column are Django
+``TextChoices``. The browser reads the same lists from ``static/js/vocabulary.js``, which
+``manage.py export_vocabulary`` writes from this module; a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.db import models
+
+
+class EventName(models.TextChoices):
+    """Every event a server frame can carry (stored in the event log's ``event`` column)."""
+
+    TOKEN_STREAM = "token_stream"
+    NODE_STATE_CHANGE = "node_state_change"
+    NODE_PARALLEL_START = "node:parallel_start"
+    TOKEN_USAGE = "token_usage"
+    EXECUTION_STARTED = "execution:started"
+    EXECUTION_PAUSED = "execution:paused"
+    EXECUTION_RESUMED = "execution:resumed"
+    EXECUTION_COMPLETED = "execution:completed"
+    EXECUTION_STOPPED = "execution:stopped"
+    EXECUTION_FAILED = "execution:failed"
+    ERROR = "error"
+    HUMAN_INTERACTION_REQUIRED = "human_interaction_required"
+    REVIEW_SUBMITTED = "review_submitted"
+    NODE_RESUMED = "node_resumed"
+    USER_MESSAGE = "user_message"
+    # Ephemeral: per connection or per moment, never logged (seq null).
+    SNAPSHOT = "snapshot"
+    ACK = "ack"
+    PONG = "pong"
+    PRESENCE = "presence"
+    BATCH = "batch"
+
+
+class CommandName(StrEnum):
+    """Every command a client frame can carry."""
+
+    PING = "ping"
+    START_SESSION = "start_session"
+    PAUSE_SESSION = "pause_session"
+    RESUME_SESSION = "resume_session"
+    STOP_SESSION = "stop_session"
+    USER_INPUT = "user_input"
+    SUBMIT_REVIEW = "submit_review"
+
+
+class SessionStatus(models.TextChoices):
+    """Where a session's run is; the room's ``state.status``."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_REVIEW = "waiting_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+ACTIVE_SESSION_STATUSES = frozenset(
+    {SessionStatus.RUNNING, SessionStatus.PAUSED, SessionStatus.WAITING_REVIEW}
+)
+FINISHED_SESSION_STATUSES = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.STOPPED}
+)
+
+
+class NodeStatus(models.TextChoices):
+    """Where one node of the workflow is (``node_state_change.status``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_REVIEW = "waiting_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    STOPPED = "stopped"
+
+
+# A node in one of these will not change again in this run (a take-over may reset it).
+FINAL_NODE_STATUSES = frozenset(
+    {NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.STOPPED}
+)
+# A node in one of these is being worked on by a runner.
+BUSY_NODE_STATUSES = frozenset({NodeStatus.RUNNING, NodeStatus.PAUSED, NodeStatus.WAITING_REVIEW})
+
+
+class ReviewDecision(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Access(StrEnum):
+    """What a participant may do in a session."""
+
+    WATCH = "watch"
+    CONTROL = "control"
+
+
+# Commands a watch-only participant may send.
+WATCHER_COMMANDS = frozenset({CommandName.PING})
