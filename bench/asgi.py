@@ -172,9 +172,9 @@ def _start_executor() -> None:
     from workflows import worker
 
     loop = asyncio.get_running_loop()
-    if loop not in worker._embedded:
+    if loop not in worker.embedded_executor.instances:
         executor = worker.Executor(max_runs=int(os.environ.get("BENCH_MAX_RUNS", "1000")))
-        worker._embedded[loop] = executor
+        worker.embedded_executor.put(executor)
         executor.starting = loop.create_task(executor.start())
 
 

@@ -413,7 +413,8 @@ class Cluster:
         assert self.db is not None
         rows = self.db.query(
             "SELECT status, last_seq, error, input_tokens, output_tokens, cost_usd, lease_owner, "
-            "run_requested FROM sessions_app_session WHERE id = %s", (sid,))
+            "run_requested FROM sessions_app_session JOIN realtime_sessionlog ON session_id = id "
+            "WHERE id = %s", (sid,))
         keys = ("status", "last_seq", "error", "input_tokens", "output_tokens", "cost_usd",
                 "lease_owner", "run_requested")
         return dict(zip(keys, rows[0], strict=True))
@@ -429,7 +430,7 @@ class Cluster:
     def stored_events(self, sid: str) -> list[tuple[int, str, str | None, dict[str, Any]]]:
         assert self.db is not None
         return self.db.query(
-            "SELECT seq, event, node_id, data FROM sessions_app_sessionevent WHERE session_id = %s "
+            "SELECT seq, event, node_id, data FROM realtime_sessionevent WHERE session_id = %s "
             "ORDER BY seq", (sid,))
 
     def messages(self, sid: str) -> list[dict[str, Any]]:
@@ -1063,7 +1064,7 @@ def _ts_of(cluster: Cluster, sid: str, error_prefix: str) -> float | None:
     """Wall time of the first node_state_change whose error starts with ``error_prefix``."""
     assert cluster.db is not None
     rows = cluster.db.query(
-        "SELECT created_at FROM sessions_app_sessionevent WHERE session_id = %s AND "
+        "SELECT created_at FROM realtime_sessionevent WHERE session_id = %s AND "
         "event = 'node_state_change' AND data->>'error' LIKE %s ORDER BY seq LIMIT 1",
         (sid, error_prefix + "%"))
     return rows[0][0].timestamp() if rows else None

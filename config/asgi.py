@@ -2,7 +2,8 @@
 
 WebSockets pass origin validation (ALLOWED_HOSTS) and Django session auth. In embedded mode
 (WORKFLOW_EXECUTOR=embedded) the process also runs sessions: the executor starts on the
-first connection or request, or at lifespan start-up under servers that send it (uvicorn).
+first connection or request, or at lifespan start-up under servers that send it (uvicorn),
+and stops at lifespan shutdown: its runs are left, leases released, to the next executor.
 """
 
 import os
@@ -18,7 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
-from workflows.worker import ensure_embedded_executor  # noqa: E402
+from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
@@ -38,6 +39,7 @@ async def application(scope, receive, send):
                 ensure_embedded_executor()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await stop_embedded_executor()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     ensure_embedded_executor()

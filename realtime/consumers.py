@@ -1,30 +1,29 @@
 """The WebSocket consumer: authenticate, authorize, attach to the hub, translate commands.
 
-Thin on purpose: access rules and actions live in sessions_app.services, fan-out in the hub,
-the protocol in realtime.protocol. The consumer has no channel of its own (the hub holds
-one subscription per process), and its dispatch skips Channels' per-message
-``aclose_old_connections`` thread hop: database work goes through database_sync_to_async,
-which closes stale connections itself.
+Thin on purpose: who may do what, what a session looks like and what a command does belong
+to the app that owns sessions (``realtime.rooms``, registered at start-up), fan-out to the
+hub, the protocol to ``realtime.protocol``. How it runs inside Channels (one coroutine per
+socket, no per-socket channel) is ``realtime.channels_glue``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime import protocol
-from realtime.hub import Viewer, get_hub
+from realtime.channels_glue import OneCoroutineConsumer
+from realtime.hub import get_hub
+from realtime.rooms import CommandRefused, RoomNotFound, get_backend
 from realtime.snapshots import initial_frames
-from sessions_app import services
-from sessions_app.models import Session
+from realtime.timestamps import now_iso
+from realtime.viewer import Viewer
+from realtime.vocabulary import WATCHER_COMMANDS, Access, CommandName, EventName
 
 log = logging.getLogger(__name__)
 
@@ -54,29 +53,20 @@ class _RateLimiter:
 
 
 @database_sync_to_async
-def _load_session(session_id: str, user: Any) -> tuple[Session | None, str | None]:
-    session = Session.objects.select_related("owner").filter(pk=session_id).first()
-    if session is None:
-        return None, None
-    return session, services.session_access(user=user, session=session)
+def _access(session_id: str, user: Any) -> tuple[bool, Access | None]:
+    """(the session exists, what the user may do in it)."""
+    try:
+        return True, get_backend().access(user=user, session_id=session_id)
+    except RoomNotFound:
+        return False, None
 
 
-@database_sync_to_async
-def _initial(
-    session: Session, last_seq: int | None, can_control: bool, presence: dict[str, Any]
-) -> tuple[int, list[str]]:
-    session.refresh_from_db()
-    return initial_frames(
-        session=session, last_seq=last_seq, can_control=can_control, presence=presence
-    )
+_initial = database_sync_to_async(initial_frames)
 
 
 @database_sync_to_async
 def _execute(session_id: str, user: Any, command: protocol.Command) -> bool:
-    return services.command_execute(
-        session_id=session_id, user=user, cmd=command.cmd, data=command.data,
-        command_id=command.id,
-    )
+    return get_backend().execute(user=user, session_id=session_id, command=command)
 
 
 def _parse_last_seq(query_string: bytes) -> tuple[bool, int | None]:
@@ -89,43 +79,11 @@ def _parse_last_seq(query_string: bytes) -> tuple[bool, int | None]:
     return True, int(raw)
 
 
-class SessionConsumer(AsyncWebsocketConsumer):
-    # No per-socket channel: the hub subscribes once per process per session.
-    channel_layer_alias = "__hub_only__"
-
-    _handlers = {
-        "websocket.connect": "websocket_connect",
-        "websocket.receive": "websocket_receive",
-        "websocket.disconnect": "websocket_disconnect",
-    }
-
+class SessionConsumer(OneCoroutineConsumer):
     viewer: Viewer | None = None
     session_id: str = ""
-    access: str | None = None
+    access: Access | None = None
     counted_user: str | None = None
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        name = self._handlers.get(message["type"])
-        if name is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await getattr(self, name)(message)
-
-    # ------------------------------------------------------------------ connect
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """One coroutine per socket. Channels' version runs ``await_many_dispatch``, which
-        keeps an extra task and an ``asyncio.wait`` per socket to merge a channel this
-        consumer does not have (the hub holds the process's one subscription)."""
-        self.scope = scope
-        self.channel_layer = None
-        self.base_send = send
-        try:
-            while True:
-                await self.dispatch(await receive())
-                # Let the viewer's writer run between client frames, so replies (say the
-                # rate_limited errors) go out before a close that a later frame causes.
-                await asyncio.sleep(0)
-        except StopConsumer:
-            pass
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -139,12 +97,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self._close_with(4400)
             return
         try:
-            session, access = await _load_session(self.session_id, user)
+            exists, access = await _access(self.session_id, user)
         except Exception:
             log.exception("could not open %s", self.session_id)  # database unavailable
             await self._close_with(4503)
             return
-        if session is None:
+        if not exists:
             await self._close_with(4404)
             return
         if access is None:
@@ -163,10 +121,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.viewer = Viewer(
             session_id=self.session_id, user=username, send=self.base_send, close=self._close_with
         )
-        can_control = access == services.CONTROL
         try:
             await hub.attach(self.viewer)
-            seq, frames = await _initial(session, last_seq, can_control, hub.presence(self.session_id))
+            seq, frames = await _initial(
+                session_id=self.session_id, last_seq=last_seq,
+                can_control=access == Access.CONTROL, presence=hub.presence.of(self.session_id),
+            )
         except Exception:
             # Channel layer or database unavailable: refuse for now; the page retries.
             log.exception("could not open %s", self.session_id)
@@ -201,10 +161,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 hub.sockets_per_user.pop(self.counted_user, None)
             self.counted_user = None
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        await self.disconnect(message.get("code", 1000))
-        raise StopConsumer()
-
     # ------------------------------------------------------------------ receive
     def _reply(self, event: str, data: dict[str, Any]) -> None:
         if self.viewer is not None:
@@ -213,7 +169,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             )
 
     def _error(self, code: str, message: str, command_id: str | None = None) -> None:
-        self._reply("error", {"code": code, "error": message, "id": command_id})
+        self._reply(EventName.ERROR, {"code": code, "error": message, "id": command_id})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         viewer = self.viewer
@@ -234,22 +190,22 @@ class SessionConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             self._error(exc.code, exc.message, exc.command_id)
             return
-        if command.cmd == "ping":
-            self._reply("pong", {"server_time": protocol.now_iso(), "id": command.id})
+        if command.cmd == CommandName.PING:
+            self._reply(EventName.PONG, {"server_time": now_iso(), "id": command.id})
             acked = command.data.get("last_seq")
             if acked is not None:
                 viewer.acknowledge(acked)
             return
-        if command.cmd not in protocol.WATCHER_COMMANDS and self.access != services.CONTROL:
+        if command.cmd not in WATCHER_COMMANDS and self.access != Access.CONTROL:
             self._error("forbidden", "watch-only participants cannot control the session", command.id)
             return
         try:
             duplicate = await _execute(self.session_id, self.user, command)
-        except services.ServiceError as exc:
+        except CommandRefused as exc:
             self._error(exc.code, exc.message, command.id)
             return
         except Exception:
             log.exception("command %s failed", command.cmd)
             self._error("internal", "the server could not do this; nothing was changed", command.id)
             return
-        self._reply("ack", {"id": command.id, "cmd": command.cmd, "duplicate": duplicate})
+        self._reply(EventName.ACK, {"id": command.id, "cmd": command.cmd, "duplicate": duplicate})

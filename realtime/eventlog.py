@@ -1,6 +1,6 @@
 """The session event log: seq allocation, batched inserts and reads for replay.
 
-seq is allocated inside the insert transaction by advancing ``Session.last_seq`` (a row
+seq is allocated inside the insert transaction by advancing ``SessionLog.last_seq`` (a row
 lock on PostgreSQL, the database write lock on SQLite), so any number of processes may
 publish for one session and seq stays gap-free and unique. Events are committed before they
 are broadcast: whatever a viewer was sent can be served again from here.
@@ -21,14 +21,15 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
 
 from realtime import protocol
-from sessions_app.models import Session, SessionEvent
+from realtime.models import SessionEvent, SessionLog
+from realtime.timestamps import iso_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,7 @@ def make_pending(
 ) -> PendingEvent:
     if event not in protocol.LOGGED_EVENTS:
         raise ValueError(f"{event!r} is not a logged event")
-    return PendingEvent(str(session_id), event, data or {}, node_id, datetime.now(UTC))
-
-
-def iso_ms(moment: datetime) -> str:
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return PendingEvent(str(session_id), event, data or {}, node_id, utc_now())
 
 
 _dumps = protocol.dumps
@@ -101,9 +96,9 @@ def _table() -> tuple[str, str]:
 def _advance(cursor: Any, session_id: str, n: int) -> int | None:
     """Reserve n seqs for the session (row lock until commit); returns the new last_seq."""
     qn = connection.ops.quote_name
-    pk = Session._meta.pk
+    pk = SessionLog._meta.pk
     cursor.execute(
-        f"UPDATE {qn(Session._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + %s "
+        f"UPDATE {qn(SessionLog._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + %s "
         f"WHERE {qn(pk.column)} = %s RETURNING {qn('last_seq')}",
         [n, pk.get_db_prep_value(uuid.UUID(session_id), connection)],
     )
@@ -138,7 +133,7 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
     frames: list[StoredFrame] = []
     rows: list[tuple[Any, ...]] = []
     adapt_time = connection.ops.adapt_datetimefield_value
-    pk = Session._meta.pk
+    pk = SessionLog._meta.pk
     with transaction.atomic(), connection.cursor() as cursor:
         for session_id, items in by_session.items():
             n = len(items)
@@ -213,10 +208,10 @@ def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
     with transaction.atomic():
         for session_id, items in by_session.items():
             n = len(items)
-            if not Session.objects.filter(pk=session_id).update(last_seq=F("last_seq") + n):
+            if not SessionLog.objects.filter(pk=session_id).update(last_seq=F("last_seq") + n):
                 log.warning("dropping %d events for missing session %s", n, session_id)
                 continue
-            last = Session.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
+            last = SessionLog.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
             for offset, item in enumerate(items):
                 seq = last - n + 1 + offset
                 rows.append(
@@ -271,4 +266,23 @@ def read_envelopes(session_id: str, *, after: int = 0, upto: int | None = None) 
 
 
 def head_seq(session_id: str) -> int:
-    return Session.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
+    """The highest seq stored for the session (0: nothing yet, or no such log)."""
+    return SessionLog.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
+
+
+def head_seqs(session_ids: list[str]) -> dict[str, int]:
+    """head_seq of several sessions in one query (the hub's tail check)."""
+    return {
+        str(pk): seq
+        for pk, seq in SessionLog.objects.filter(pk__in=session_ids).values_list("pk", "last_seq")
+    }
+
+
+def open_log(*, session_id: Any) -> None:
+    """Start the (empty) log of a new session; called in the transaction that creates it."""
+    SessionLog.objects.get_or_create(pk=session_id)
+
+
+def delete_log(*, session_id: Any) -> None:
+    """Forget a session's log and every event in it (the session is being deleted)."""
+    SessionLog.objects.filter(pk=session_id).delete()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from realtime.timestamps import now_iso
+from realtime.vocabulary import CommandName, EventName, ReviewDecision
 
 # --------------------------------------------------------------------------- events
 
@@ -36,23 +38,23 @@ OPT_STR = (str, type(None))
 # event name -> fields of its ``data`` object. ``logged`` events carry a ``seq`` and are
 # stored in the session event log; ephemeral ones (replies and presence) have ``seq: null``.
 LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
-    "token_stream": (
+    EventName.TOKEN_STREAM: (
         _f("chunk", *STR),
         _f("agent_id", *STR),
         _f("node_id", *STR),
         _f("is_thinking", *BOOL),
     ),
-    "node_state_change": (
+    EventName.NODE_STATE_CHANGE: (
         _f("node_id", *STR),
         _f("status", *STR),
         _f("agent_id", *OPT_STR, required=False),
         _f("error", *OPT_STR, required=False),
     ),
-    "node:parallel_start": (
+    EventName.NODE_PARALLEL_START: (
         _f("node_id", *OPT_STR),
         _f("branches", list),
     ),
-    "token_usage": (
+    EventName.TOKEN_USAGE: (
         _f("node_id", *STR),
         _f("agent_id", *STR),
         _f("model", *STR),
@@ -64,38 +66,38 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("session_output_tokens", *INT),
         _f("session_cost_usd", *NUM),
     ),
-    "execution:started": (_f("workflow", *STR), _f("nodes", list)),
-    "execution:paused": (),
-    "execution:resumed": (),
-    "execution:completed": (
+    EventName.EXECUTION_STARTED: (_f("workflow", *STR), _f("nodes", list)),
+    EventName.EXECUTION_PAUSED: (),
+    EventName.EXECUTION_RESUMED: (),
+    EventName.EXECUTION_COMPLETED: (
         _f("input_tokens", *INT),
         _f("output_tokens", *INT),
         _f("cost_usd", *NUM),
     ),
-    "execution:stopped": (_f("by", *OPT_STR, required=False),),
-    "execution:failed": (_f("error", *STR),),
-    "error": (
+    EventName.EXECUTION_STOPPED: (_f("by", *OPT_STR, required=False),),
+    EventName.EXECUTION_FAILED: (_f("error", *STR),),
+    EventName.ERROR: (
         _f("error", *STR),
         _f("node_id", *OPT_STR, required=False),
         _f("code", *STR, required=False),
         _f("id", *OPT_STR, required=False),
     ),
-    "human_interaction_required": (
+    EventName.HUMAN_INTERACTION_REQUIRED: (
         _f("node_id", *STR),
         _f("reason", *STR),
         _f("timeout", int, type(None), required=False),
         _f("reviewed_node_id", *OPT_STR, required=False),
         _f("round", *INT, required=False),
     ),
-    "review_submitted": (
+    EventName.REVIEW_SUBMITTED: (
         _f("node_id", *STR),
         _f("decision", *STR),
         _f("comment", *STR),
         _f("by", *OPT_STR),
         _f("timed_out", *BOOL),
     ),
-    "node_resumed": (_f("node_id", *OPT_STR, required=False),),
-    "user_message": (
+    EventName.NODE_RESUMED: (_f("node_id", *OPT_STR, required=False),),
+    EventName.USER_MESSAGE: (
         _f("text", *STR),
         _f("user", *STR),
         _f("message_id", *STR),
@@ -103,7 +105,7 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
 }
 
 EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {
-    "snapshot": (
+    EventName.SNAPSHOT: (
         _f("session", dict),
         _f("workflow", dict),
         _f("state", dict),
@@ -112,37 +114,27 @@ EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("resync", *BOOL),
         _f("can_control", *BOOL),
     ),
-    "ack": (_f("id", *OPT_STR), _f("cmd", *STR), _f("duplicate", *BOOL)),
-    "pong": (_f("server_time", *STR), _f("id", *OPT_STR, required=False)),
-    "presence": (_f("count", *INT), _f("users", list)),
-    "batch": (_f("events", list),),
+    EventName.ACK: (_f("id", *OPT_STR), _f("cmd", *STR), _f("duplicate", *BOOL)),
+    EventName.PONG: (_f("server_time", *STR), _f("id", *OPT_STR, required=False)),
+    EventName.PRESENCE: (_f("count", *INT), _f("users", list)),
+    EventName.BATCH: (_f("events", list),),
 }
 
 # ``error`` is both a logged event (a node failed) and an ephemeral reply to a command.
 EVENTS: dict[str, tuple[Field, ...]] = {**LOGGED_EVENTS, **EPHEMERAL_EVENTS}
 
 SEED_EVENTS = (
-    "token_stream",
-    "node_state_change",
-    "node:parallel_start",
-    "token_usage",
-    "execution:paused",
-    "execution:completed",
-    "error",
-    "human_interaction_required",
-    "node_resumed",
+    EventName.TOKEN_STREAM,
+    EventName.NODE_STATE_CHANGE,
+    EventName.NODE_PARALLEL_START,
+    EventName.TOKEN_USAGE,
+    EventName.EXECUTION_PAUSED,
+    EventName.EXECUTION_COMPLETED,
+    EventName.ERROR,
+    EventName.HUMAN_INTERACTION_REQUIRED,
+    EventName.NODE_RESUMED,
 )
 
-NODE_STATUSES = (
-    "pending",
-    "running",
-    "paused",
-    "waiting_review",
-    "completed",
-    "failed",
-    "skipped",
-    "stopped",
-)
 
 # --------------------------------------------------------------------------- commands
 
@@ -151,22 +143,19 @@ MAX_COMMENT = 4000
 MAX_COMMAND_ID = 64
 
 COMMANDS: dict[str, tuple[Field, ...]] = {
-    "ping": (_f("last_seq", *INT, required=False),),
-    "start_session": (),
-    "pause_session": (),
-    "resume_session": (),
-    "stop_session": (),
-    "user_input": (_f("text", *STR),),
-    "submit_review": (
+    CommandName.PING: (_f("last_seq", *INT, required=False),),
+    CommandName.START_SESSION: (),
+    CommandName.PAUSE_SESSION: (),
+    CommandName.RESUME_SESSION: (),
+    CommandName.STOP_SESSION: (),
+    CommandName.USER_INPUT: (_f("text", *STR),),
+    CommandName.SUBMIT_REVIEW: (
         _f("node_id", *STR),
         _f("decision", *STR),
         _f("comment", *STR, required=False),
     ),
 }
 
-# Commands a watch-only participant may send.
-WATCHER_COMMANDS = frozenset({"ping"})
-REVIEW_DECISIONS = ("approve", "reject")
 
 ERROR_CODES = {
     "bad_json": "the frame is not a JSON object",
@@ -205,11 +194,6 @@ CLOSE_CODE_FALLBACK = {1009: 4009}
 
 
 # --------------------------------------------------------------------------- envelope
-
-
-def now_iso() -> str:
-    """ISO 8601 UTC with milliseconds: the one clock format of the protocol."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -264,13 +248,21 @@ def encode(
     )
 
 
+_EVENTS_MARKER = '"events":[]'
+
+
+def batch_parts(session_id: str) -> tuple[str, str]:
+    """A ``batch`` frame split around its (empty) event list: what goes before the first
+    frame and after the last, so a writer joins frames between them without re-encoding."""
+    empty = dumps(envelope(event=EventName.BATCH, session_id=session_id, data={"events": []}))
+    cut = empty.index(_EVENTS_MARKER) + len(_EVENTS_MARKER) - 1
+    return empty[:cut], empty[cut:]
+
+
 def encode_batch(session_id: str, frames: list[str]) -> str:
     """Join already-encoded envelopes into one ``batch`` frame without re-encoding them."""
-    head = dumps(envelope(event="batch", session_id=session_id, data={"events": []}))
-    # head ends with  "data":{"events":[]},...  -> splice the texts into the list.
-    marker = '"events":[]'
-    i = head.index(marker) + len(marker) - 1
-    return head[:i] + ",".join(frames) + head[i:]
+    head, tail = batch_parts(session_id)
+    return head + ",".join(frames) + tail
 
 
 class ProtocolError(Exception):
@@ -307,12 +299,12 @@ def validate_event(frame: dict[str, Any]) -> None:
     if name not in EVENTS:
         raise ProtocolError("unknown_cmd", f"unknown event {name!r}")
     _check_fields(EVENTS[name], frame["data"], name)
-    if name in LOGGED_EVENTS and name != "error":
+    if name in LOGGED_EVENTS and name != EventName.ERROR:
         if not isinstance(frame["seq"], int) or frame["seq"] < 1:
             raise ProtocolError("invalid_data", f"{name}: logged event without seq")
     if name in EPHEMERAL_EVENTS and frame["seq"] is not None:
         raise ProtocolError("invalid_data", f"{name}: ephemeral event with a seq")
-    if name == "batch":
+    if name == EventName.BATCH:
         for inner in frame["data"]["events"]:
             validate_event(inner)
 
@@ -354,13 +346,13 @@ def parse_command(text: str | None, max_depth: int = 8) -> Command:
     extra = set(data) - {f.name for f in COMMANDS[name]}
     if extra:
         raise ProtocolError("invalid_data", f"{name}: unknown fields {sorted(extra)[:5]}", command_id)
-    if name == "user_input":
+    if name == CommandName.USER_INPUT:
         text_value = data["text"].strip()
         if not text_value or len(text_value) > MAX_TEXT:
             raise ProtocolError("invalid_data", f"text must be 1..{MAX_TEXT} characters", command_id)
         data = {"text": text_value}
-    if name == "submit_review":
-        if data["decision"] not in REVIEW_DECISIONS:
+    if name == CommandName.SUBMIT_REVIEW:
+        if data["decision"] not in ReviewDecision.values:
             raise ProtocolError("invalid_data", "decision must be approve or reject", command_id)
         if len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100:
             raise ProtocolError("invalid_data", "comment or node_id too long", command_id)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,6 +40,7 @@ from realtime.eventlog import (
     make_pending,
     store_events,
 )
+from realtime.layer import Backoff, per_loop
 
 log = logging.getLogger(__name__)
 
@@ -200,18 +200,18 @@ class Publisher:
         events keep their order and later ones wait) until the outage has lasted
         STORE_RETRY_SECONDS. Other errors (a bug, a bad event) fail at once."""
         attempt = _store_in_thread
-        delay = RETRY_FIRST_DELAY
+        backoff = Backoff(RETRY_FIRST_DELAY, RETRY_MAX_DELAY)
         while True:
             try:
                 frames = await loop.run_in_executor(self._executor, attempt, items)
             except TRANSIENT_DB_ERRORS as exc:
                 now = loop.time()
-                if now + delay - self._outage_began(now) > STORE_RETRY_SECONDS:
+                if now + backoff.delay - self._outage_began(now) > STORE_RETRY_SECONDS:
                     raise
+                delay = backoff.next()
                 log.warning("storing %d events failed (%s); retrying in %.2f s",
                             len(items), exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY)
                 attempt = _store_again_in_thread
                 continue
             self._failing_since = None
@@ -252,18 +252,7 @@ def _resolve_futures(
             future.set_exception(LookupError(f"session {item.session_id} is gone"))
 
 
-_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_publisher() -> Publisher:
-    """The publisher of the running event loop."""
-    loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
-    if publisher is None:
-        publisher = _publishers[loop] = Publisher()
-    return publisher
+get_publisher = per_loop(Publisher)  # the publisher of the running event loop
 
 
 async def publish(

@@ -15,9 +15,10 @@ from typing import Any
 from django.conf import settings
 
 from realtime import protocol
-from realtime.eventlog import read_envelopes, read_frames
+from realtime.eventlog import head_seq, read_envelopes, read_frames
+from realtime.rooms import get_backend
 from realtime.state import fold
-from sessions_app.models import Session
+from realtime.vocabulary import EventName
 
 _CACHE_SIZE = 256
 _cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
@@ -43,92 +44,47 @@ def folded_state(session_id: str) -> tuple[int, dict[str, Any]]:
     return last_seq, copy.deepcopy(state)
 
 
-def workflow_view(definition: dict[str, Any]) -> dict[str, Any]:
-    """The graph the room draws, from the definition copy the session runs."""
-    agents = definition.get("agents", {})
-    nodes = []
-    for node in definition.get("nodes", []):
-        agent_ref = node.get("agent")
-        agent = agents.get(agent_ref) if isinstance(agent_ref, str) else agent_ref
-        nodes.append(
-            {
-                "id": node["id"],
-                "type": node.get("type", "agent"),
-                "title": node.get("title") or node["id"],
-                "depends_on": list(node.get("depends_on", [])),
-                "agent": (
-                    {
-                        "id": agent.get("id", agent_ref),
-                        "name": agent.get("name", ""),
-                        "role": agent.get("role", ""),
-                        "model": agent.get("model", ""),
-                    }
-                    if agent
-                    else None
-                ),
-            }
-        )
-    return {
-        "slug": definition.get("slug", ""),
-        "name": definition.get("name", ""),
-        "nodes": nodes,
-    }
-
-
-def session_view(session: Session) -> dict[str, Any]:
-    def iso(value: Any) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
-    return {
-        "id": str(session.pk),
-        "title": session.title,
-        "workflow": session.workflow_slug,
-        "status": session.status,
-        "owner": session.owner.get_username(),
-        "created_at": iso(session.created_at),
-        "started_at": iso(session.started_at),
-        "finished_at": iso(session.finished_at),
-    }
-
-
 def snapshot_frame(
-    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool,
+    *, session_id: str, can_control: bool, presence: dict[str, Any], resync: bool,
     at_start: bool = False,
 ) -> tuple[int, str]:
     """The room at the log's head (``at_start``: before its first event)."""
-    last_seq, state = (0, fold([])) if at_start else folded_state(str(session.pk))
+    last_seq, state = (0, fold([])) if at_start else folded_state(session_id)
     data = {
-        "session": session_view(session),
-        "workflow": workflow_view(session.workflow_definition),
+        **get_backend().describe(session_id=session_id),
         "state": state,
         "presence": presence,
         "last_seq": last_seq,
         "resync": resync,
         "can_control": can_control,
     }
-    return last_seq, protocol.encode(event="snapshot", session_id=str(session.pk), data=data)
+    return last_seq, protocol.encode(event=EventName.SNAPSHOT, session_id=session_id, data=data)
 
 
 def initial_frames(
     *,
-    session: Session,
+    session_id: str,
     last_seq: int | None,
     can_control: bool,
     presence: dict[str, Any],
 ) -> tuple[int, list[str]]:
     """(seq the viewer is at, frames to send first): replay after last_seq, else a snapshot."""
     if last_seq is not None:
-        head = session.last_seq
+        head = head_seq(session_id)
         if last_seq <= head and head - last_seq <= settings.REPLAY_MAX_EVENTS:
-            frames = read_frames(str(session.pk), after=last_seq)
+            frames = read_frames(session_id, after=last_seq)
             if all(seq == last_seq + i + 1 for i, (seq, _) in enumerate(frames)):
                 return (frames[-1][0] if frames else last_seq), [text for _, text in frames]
-        return _snapshot_frames(session=session, can_control=can_control, presence=presence, resync=True)
-    return _snapshot_frames(session=session, can_control=can_control, presence=presence, resync=False)
+        return _snapshot_frames(
+            session_id=session_id, can_control=can_control, presence=presence, resync=True
+        )
+    return _snapshot_frames(
+        session_id=session_id, can_control=can_control, presence=presence, resync=False
+    )
 
 
 def _snapshot_frames(
-    *, session: Session, can_control: bool, presence: dict[str, Any], resync: bool
+    *, session_id: str, can_control: bool, presence: dict[str, Any], resync: bool
 ) -> tuple[int, list[str]]:
     """A snapshot; for a long transcript, the empty room and the whole log instead.
 
@@ -137,16 +93,16 @@ def _snapshot_frames(
     frames of bounded size, and fold to the same room.
     """
     seq, text = snapshot_frame(
-        session=session, can_control=can_control, presence=presence, resync=resync
+        session_id=session_id, can_control=can_control, presence=presence, resync=resync
     )
     if len(text) <= settings.WS_SNAPSHOT_MAX_BYTES // 4 or (
         len(text.encode()) <= settings.WS_SNAPSHOT_MAX_BYTES or seq > settings.REPLAY_MAX_EVENTS
     ):
         return seq, [text]
-    frames = read_frames(str(session.pk), after=0)
+    frames = read_frames(session_id, after=0)
     if not frames or any(s != i + 1 for i, (s, _) in enumerate(frames)):
         return seq, [text]
     _, start = snapshot_frame(
-        session=session, can_control=can_control, presence=presence, resync=resync, at_start=True
+        session_id=session_id, can_control=can_control, presence=presence, resync=resync, at_start=True
     )
     return frames[-1][0], [start, *(frame for _, frame in frames)]

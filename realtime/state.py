@@ -9,8 +9,9 @@ makes it exactly consistent with its ``last_seq``: the events after it complete 
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta
 from typing import Any
+
+from realtime.timestamps import plus_seconds
 
 FINAL_NODE_STATUSES = frozenset({"completed", "failed", "skipped", "stopped"})
 
@@ -45,11 +46,6 @@ def _last_agent_message(state: dict[str, Any], node_id: str) -> dict[str, Any] |
         if message["kind"] == "agent" and message["node_id"] == node_id:
             return message
     return None
-
-
-def _plus_seconds(timestamp: str, seconds: int) -> str:
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _finish(state: dict[str, Any], status: str, timestamp: str) -> None:
@@ -155,7 +151,7 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             "node_id": data["node_id"],
             "reason": data["reason"],
             "timeout": timeout,
-            "deadline": _plus_seconds(ts, timeout) if timeout else None,
+            "deadline": plus_seconds(ts, timeout) if timeout else None,
             "reviewed_node_id": data.get("reviewed_node_id"),
             "round": data.get("round", 1),
         }

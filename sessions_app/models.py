@@ -1,8 +1,8 @@
 """What a meeting session leaves behind: session, nodes, usage, transcript, reviews, events.
 
 Runtime rows are written by services at node boundaries (never per token). The event log
-(`SessionEvent`) is the truth viewers are served from: every logged event is stored before it
-is broadcast, so a reconnecting viewer can always be caught up from it.
+(``realtime.models.SessionEvent``) is the truth viewers are served from: every logged event is
+stored before it is broadcast, so a reconnecting viewer can always be caught up from it.
 """
 
 from __future__ import annotations
@@ -14,19 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-
-class SessionStatus(models.TextChoices):
-    CREATED = "created"
-    RUNNING = "running"
-    PAUSED = "paused"
-    WAITING_REVIEW = "waiting_review"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-ACTIVE_STATUSES = (SessionStatus.RUNNING, SessionStatus.PAUSED, SessionStatus.WAITING_REVIEW)
-FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.STOPPED)
+from realtime.vocabulary import ACTIVE_SESSION_STATUSES, NodeStatus, ReviewDecision, SessionStatus
+from workflows.vocabulary import NodeType, ReviewStatus
 
 ZERO = Decimal("0")
 
@@ -55,8 +44,6 @@ class Session(models.Model):
     nodes_total = models.PositiveIntegerField(default=0)
     nodes_completed = models.PositiveIntegerField(default=0)
     nodes_failed = models.PositiveIntegerField(default=0)
-    # Highest seq stored in the event log; advanced in the same transaction as the insert.
-    last_seq = models.BigIntegerField(default=0)
     # Run lease: a runner (web process in embedded mode, or a worker) claims the run and
     # renews the lease while it executes; an expired lease lets another runner take over.
     run_requested = models.BooleanField(default=False)
@@ -80,7 +67,7 @@ class Session(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status in ACTIVE_SESSION_STATUSES
 
     @property
     def duration_seconds(self) -> float | None:
@@ -109,21 +96,10 @@ class SessionShare(models.Model):
         return f"{self.user} on {self.session_id} ({'control' if self.can_control else 'watch'})"
 
 
-class NodeStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    WAITING_REVIEW = "waiting_review"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    STOPPED = "stopped"
-
-
 class NodeState(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="node_states")
     node_id = models.CharField(max_length=64)
-    node_type = models.CharField(max_length=20, default="agent")
+    node_type = models.CharField(max_length=20, choices=NodeType.choices, default=NodeType.AGENT)
     agent_id = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(
         max_length=20, choices=NodeStatus.choices, default=NodeStatus.PENDING
@@ -202,13 +178,6 @@ class Message(models.Model):
         return f"{who}: {self.text[:40]}"
 
 
-class ReviewStatus(models.TextChoices):
-    PENDING = "pending"
-    DECIDED = "decided"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-
 class HumanReview(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="reviews")
     node_id = models.CharField(max_length=64)
@@ -220,7 +189,7 @@ class HumanReview(models.Model):
     status = models.CharField(
         max_length=20, choices=ReviewStatus.choices, default=ReviewStatus.PENDING
     )
-    decision = models.CharField(max_length=10, blank=True, default="")
+    decision = models.CharField(max_length=10, blank=True, default="", choices=ReviewDecision.choices)
     comment = models.TextField(blank=True, default="")
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -238,26 +207,6 @@ class HumanReview(models.Model):
 
     def __str__(self) -> str:
         return f"review {self.node_id} #{self.round}: {self.status} {self.decision}"
-
-
-class SessionEvent(models.Model):
-    """One logged event, exactly as broadcast (the envelope is rebuilt from these fields)."""
-
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
-    seq = models.BigIntegerField()
-    event = models.CharField(max_length=40)
-    node_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 (null = no node)
-    data = models.JSONField(default=dict)
-    created_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["session", "seq"]
-        constraints = [
-            models.UniqueConstraint(fields=["session", "seq"], name="event_unique_seq")
-        ]
-
-    def __str__(self) -> str:
-        return f"#{self.seq} {self.event}"
 
 
 class CommandReceipt(models.Model):

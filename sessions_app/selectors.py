@@ -1,11 +1,17 @@
-"""Read-side queries for the pages."""
+"""Reads: for the pages, the room's snapshot and the runner. Writes live in ``services``."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
-from sessions_app.models import Session
+from realtime.timestamps import iso_ms_or_none
+from realtime.vocabulary import NodeStatus, ReviewDecision
+from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session
+from workflows.store import ReviewState
 
 
 def sessions_visible_to(*, user: AbstractBaseUser) -> QuerySet[Session]:
@@ -14,3 +20,101 @@ def sessions_visible_to(*, user: AbstractBaseUser) -> QuerySet[Session]:
     if not user.is_staff:
         query = query.filter(Q(owner=user) | Q(shares__user=user)).distinct()
     return query.order_by("-created_at")
+
+
+# ------------------------------------------------------------------------ the room
+
+
+def room_header(*, session_id: Any) -> dict[str, Any]:
+    """The snapshot's ``session`` and ``workflow`` objects (docs/protocol.md)."""
+    session = Session.objects.select_related("owner").get(pk=session_id)
+    return {"session": session_view(session), "workflow": workflow_view(session.workflow_definition)}
+
+
+def session_view(session: Session) -> dict[str, Any]:
+    return {
+        "id": str(session.pk),
+        "title": session.title,
+        "workflow": session.workflow_slug,
+        "status": session.status,
+        "owner": session.owner.get_username(),
+        "created_at": iso_ms_or_none(session.created_at),
+        "started_at": iso_ms_or_none(session.started_at),
+        "finished_at": iso_ms_or_none(session.finished_at),
+    }
+
+
+def workflow_view(definition: dict[str, Any]) -> dict[str, Any]:
+    """The graph the room draws, from the definition copy the session runs."""
+    agents = definition.get("agents", {})
+    nodes = []
+    for node in definition.get("nodes", []):
+        agent_ref = node.get("agent")
+        agent = agents.get(agent_ref) if isinstance(agent_ref, str) else agent_ref
+        nodes.append(
+            {
+                "id": node["id"],
+                "type": node.get("type", "agent"),
+                "title": node.get("title") or node["id"],
+                "depends_on": list(node.get("depends_on", [])),
+                "agent": (
+                    {
+                        "id": agent.get("id", agent_ref),
+                        "name": agent.get("name", ""),
+                        "role": agent.get("role", ""),
+                        "model": agent.get("model", ""),
+                    }
+                    if agent
+                    else None
+                ),
+            }
+        )
+    return {"slug": definition.get("slug", ""), "name": definition.get("name", ""), "nodes": nodes}
+
+
+# ------------------------------------------------------------------------ the runner
+
+
+def run_definition(*, session_id: Any) -> dict[str, Any]:
+    """The copy of the workflow definition the session runs."""
+    return Session.objects.filter(pk=session_id).values_list("workflow_definition", flat=True).get()
+
+
+def user_messages_before(*, session_id: Any, before_id: int | None = None) -> list[dict[str, str]]:
+    """Users' messages an agent starting now may read."""
+    query = Message.objects.filter(session_id=session_id, kind=MessageKind.USER)
+    if before_id is not None:
+        query = query.filter(pk__lt=before_id)
+    return [
+        {"user": user or "user", "text": text}
+        for user, text in query.order_by("id").values_list("user__username", "text")
+    ]
+
+
+def review_state(*, session_id: Any, node_id: str, round: int) -> ReviewState | None:
+    review = HumanReview.objects.filter(session_id=session_id, node_id=node_id, round=round).first()
+    if review is None:
+        return None
+    return ReviewState(
+        status=review.status, decision=review.decision, comment=review.comment,
+        decided_at=review.decided_at, deadline=review.deadline,
+    )
+
+
+def review_comments(*, session_id: Any, node_id: str) -> list[str]:
+    """Non-empty comments of a review node's approved rounds, for the nodes after it."""
+    return [
+        comment
+        for comment in HumanReview.objects.filter(
+            session_id=session_id, node_id=node_id, decision=ReviewDecision.APPROVE
+        ).order_by("round").values_list("comment", flat=True)
+        if comment
+    ]
+
+
+def answered_after(*, session_id: Any, node_id: str, moment: datetime) -> bool:
+    """Did the node complete an answer after ``moment`` (a review decision)? Lets a runner
+    that takes over tell whether the retry a rejection asked for already happened."""
+    return NodeState.objects.filter(
+        session_id=session_id, node_id=node_id, status=NodeStatus.COMPLETED, finished_at__gt=moment
+    ).exists()

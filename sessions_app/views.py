@@ -8,7 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from realtime.vocabulary import Access
 from sessions_app import services
+from sessions_app.access import session_access
 from sessions_app.forms import NewSessionForm
 from sessions_app.models import Session
 from sessions_app.selectors import sessions_visible_to
@@ -56,14 +58,14 @@ def session_new(request: HttpRequest) -> HttpResponse:
 @login_required
 def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
     session = get_object_or_404(Session.objects.select_related("owner"), pk=session_id)
-    access = services.session_access(user=request.user, session=session)
+    access = session_access(user=request.user, session=session)
     if access is None:
         raise PermissionDenied("not shared with you")
     room_config = {
         "session_id": str(session.pk),
         "ws_path": f"/ws/sessions/{session.pk}/",
         "user": request.user.get_username(),
-        "can_control": access == services.CONTROL,
+        "can_control": access == Access.CONTROL,
         "title": session.title,
     }
     return render(request, "sessions/room.html", {"session": session, "room_config": room_config})

@@ -16,95 +16,32 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Collection
-from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
-from django.utils import timezone
 
-from realtime import groups
-from sessions_app import run_services
-from sessions_app.models import FINISHED_STATUSES, Session
+from realtime.layer import per_loop, receive_forever
+from workflows import control
 from workflows.definitions import WorkflowDefinition
-from workflows.engine import SessionRunner
+from workflows.runner import SessionRunner
+from workflows.store import get_store
 
 log = logging.getLogger(__name__)
 
-try:
-    from redis.exceptions import TimeoutError as _IdleTimeout
-except ImportError:  # pragma: no cover - redis is a runtime requirement
-    _IdleTimeout = TimeoutError  # type: ignore[misc,assignment]
 
-
-def _claimable() -> Any:
-    now = timezone.now()
-    return (
-        Session.objects.filter(run_requested=True)
-        .exclude(status__in=FINISHED_STATUSES)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-    )
-
-
-def claim_runs(
-    *, owner: str, limit: int, lease_seconds: float, only: Collection[str] | None = None
-) -> list[str]:
-    """Take up to ``limit`` runs nobody holds; safe with any number of competing executors.
-
-    ``only`` restricts the claim to those sessions (a headless ``run_workflow`` must not
-    pick up other people's queued runs)."""
-    claimed: list[str] = []
-    expires = timezone.now() + timedelta(seconds=lease_seconds)
-    with transaction.atomic():
-        query = _claimable().order_by("created_at")
-        if only is not None:
-            query = query.filter(pk__in=list(only))
-        if connection.vendor == "postgresql":
-            query = query.select_for_update(skip_locked=True)
-        for session_id in list(query.values_list("id", flat=True)[:limit]):
-            # Conditional update: only one executor wins a race on the same row.
-            won = _claimable().filter(pk=session_id).update(
-                lease_owner=owner, lease_expires_at=expires
-            )
-            if won:
-                claimed.append(str(session_id))
-    return claimed
-
-
-def renew_lease(*, session_id: str, owner: str, lease_seconds: float) -> str | None:
-    """Extend our lease; returns the session status, or None if the lease was lost."""
-    expires = timezone.now() + timedelta(seconds=lease_seconds)
-    updated = Session.objects.filter(pk=session_id, lease_owner=owner).update(
-        lease_expires_at=expires
-    )
-    if not updated:
-        return None
-    return Session.objects.filter(pk=session_id).values_list("status", flat=True).first()
-
-
-def take_lease(*, session_id: str, owner: str, lease_seconds: float) -> bool:
-    """Lease one session to ``owner`` unless a live runner holds it (used right after
-    queueing a run that this process will execute itself)."""
-    expires = timezone.now() + timedelta(seconds=lease_seconds)
-    return bool(
-        _claimable().filter(pk=session_id).update(lease_owner=owner, lease_expires_at=expires)
-    )
-
-
-def release_lease(*, session_id: str, owner: str) -> None:
-    Session.objects.filter(pk=session_id, lease_owner=owner).update(
-        lease_owner="", lease_expires_at=None
-    )
+def _store_call(name: str) -> Any:
+    """A store method in the database thread (looked up when called)."""
+    return database_sync_to_async(lambda **kwargs: getattr(get_store(), name)(**kwargs))
 
 
 def load_definition(session_id: str) -> WorkflowDefinition:
-    data = Session.objects.filter(pk=session_id).values_list("workflow_definition", flat=True).get()
-    return WorkflowDefinition.from_dict(data, source=f"session {session_id}", check_models=False)
+    return WorkflowDefinition.from_dict(
+        get_store().run_definition(session_id=session_id),
+        source=f"session {session_id}", check_models=False,
+    )
 
 
 class Executor:
@@ -133,10 +70,18 @@ class Executor:
         self.channel = await self.layer.new_channel()
         self.claiming = claim
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._control_loop(), name="executor-control")]
+        self._tasks = [
+            loop.create_task(
+                receive_forever(
+                    layer=self.layer, channel=self.channel, handle=self._on_message,
+                    rejoin=self._rejoin_groups, name="executor",
+                ),
+                name="executor-control",
+            )
+        ]
         if claim:
             with contextlib.suppress(Exception):
-                await self.layer.group_add(groups.WORKERS_GROUP, self.channel)
+                await self.layer.group_add(control.WORKERS_GROUP, self.channel)
             self._tasks.append(loop.create_task(self._claim_loop(), name="executor-claim"))
 
     def execute(self, session_id: str) -> asyncio.Task[Any]:
@@ -160,7 +105,7 @@ class Executor:
             try:
                 free = self.max_runs - len(self.runs)
                 if free > 0:
-                    for session_id in await database_sync_to_async(claim_runs)(
+                    for session_id in await _store_call("claim_runs")(
                         owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS,
                         only=self.only,
                     ):
@@ -177,48 +122,25 @@ class Executor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=settings.WORKER_POLL_SECONDS)
 
-    async def _control_loop(self) -> None:
-        """Forward run-control messages. Losing one is harmless (each renewal re-reads the
-        session's status); after a failed receive the groups are joined again, since a
-        restarted Redis may have forgotten them."""
-        rejoin = False
-        while not self.stopping:
-            if rejoin:
-                rejoin = not await self._rejoin_groups()
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except _IdleTimeout:  # an idle blocking read timed out: nothing was lost
-                continue
-            except Exception:
-                log.exception("executor receive failed; retrying")
-                rejoin = True
-                await asyncio.sleep(0.5)
-                continue
-            self._on_message(message)
-
-    def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        """A wake-up or a run-control message. Losing one is harmless (each lease renewal
+        re-reads the session's status; the claim loop polls)."""
         kind = message.get("type")
-        if kind == groups.WORKER_WAKE:
+        if kind == control.WORKER_WAKE:
             self.wake.set()
-        elif kind == groups.RUN_CONTROL:
+        elif kind == control.RUN_CONTROL:
             runner = self.runners.get(message.get("sid", ""))
             if runner is not None:
                 runner.on_control(message.get("action", ""))
 
-    async def _rejoin_groups(self) -> bool:
-        """Join the workers' group and every running session's control group again."""
-        names = [groups.run_control_group(sid) for sid in list(self.runners)]
+    async def _rejoin_groups(self) -> None:
+        """Join the workers' group and every running session's control group again (a
+        restarted Redis may have forgotten them); raises while the layer is down."""
+        names = [control.run_control_group(sid) for sid in list(self.runners)]
         if self.claiming:
-            names.append(groups.WORKERS_GROUP)
-        try:
-            for name in names:
-                await self.layer.group_add(name, self.channel)
-        except Exception as error:
-            log.warning("executor could not join its groups again (%s); retrying", error)
-            return False
-        return True
+            names.append(control.WORKERS_GROUP)
+        for name in names:
+            await self.layer.group_add(name, self.channel)
 
     def _start_run(self, session_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._run(session_id), name=f"run-{session_id}")
@@ -226,7 +148,7 @@ class Executor:
         task.add_done_callback(lambda _t, sid=session_id: self.runs.pop(sid, None))
 
     async def _run(self, session_id: str) -> None:
-        group = groups.run_control_group(session_id)
+        group = control.run_control_group(session_id)
         renewer: asyncio.Task[Any] | None = None
         try:
             definition = await database_sync_to_async(load_definition)(session_id)
@@ -241,7 +163,7 @@ class Executor:
         except Exception:
             log.exception("run %s crashed", session_id)
             with contextlib.suppress(Exception):
-                await database_sync_to_async(run_services.run_finish)(
+                await _store_call("run_finish")(
                     session_id=session_id, error="internal error in the runner"
                 )
         finally:
@@ -251,7 +173,7 @@ class Executor:
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, self.channel)
             with contextlib.suppress(Exception):
-                await database_sync_to_async(release_lease)(session_id=session_id, owner=self.owner)
+                await _store_call("release_lease")(session_id=session_id, owner=self.owner)
 
     async def _renew(self, session_id: str, runner: SessionRunner) -> None:
         """Keep the lease while the run lasts, and re-read the session status each time so a
@@ -261,7 +183,7 @@ class Executor:
             await asyncio.sleep(interval)
             read_at = time.monotonic()
             try:
-                status = await database_sync_to_async(renew_lease)(
+                status = await _store_call("renew_lease")(
                     session_id=session_id, owner=self.owner,
                     lease_seconds=settings.WORKER_LEASE_SECONDS,
                 )
@@ -282,24 +204,25 @@ class Executor:
             runner.apply_status(status, read_at=read_at)
 
 
-_embedded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Executor] = (
-    weakref.WeakKeyDictionary()
-)
+def _embedded_executor() -> Executor:
+    executor = Executor()
+    executor.starting = asyncio.get_running_loop().create_task(executor.start())
+    return executor
+
+
+embedded_executor = per_loop(_embedded_executor)
 
 
 def ensure_embedded_executor() -> Executor | None:
     """Start this process's executor on the running loop (embedded mode only, once)."""
     if settings.WORKFLOW_EXECUTOR != "embedded":
         return None
-    loop = asyncio.get_running_loop()
-    executor = _embedded.get(loop)
-    if executor is None:
-        executor = _embedded[loop] = Executor()
-        executor.starting = loop.create_task(executor.start())
-    return executor
+    return embedded_executor()
 
 
 async def stop_embedded_executor() -> None:
-    executor = _embedded.pop(asyncio.get_running_loop(), None)
+    """Lifespan shutdown: leave the runs to another executor, as after a crash but at once
+    (leases released), instead of letting the process exit under them."""
+    executor = embedded_executor.pop()
     if executor is not None:
         await executor.close()

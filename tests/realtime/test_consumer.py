@@ -6,9 +6,10 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from realtime.models import SessionEvent
 from realtime.publisher import publish
 from sessions_app import services
-from sessions_app.models import CommandReceipt, Message, Session, SessionEvent
+from sessions_app.models import CommandReceipt, Message, Session
 from tests.conftest import connect_ws, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from realtime import protocol
+from realtime.models import SessionEvent
 from sessions_app import services
-from sessions_app.models import CommandReceipt, Message, Session, SessionEvent
+from sessions_app.models import CommandReceipt, Message, Session
 from tests.conftest import connect_ws, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)

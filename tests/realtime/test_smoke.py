@@ -1,8 +1,9 @@
 import pytest
 from channels.db import database_sync_to_async
 
+from realtime.models import SessionEvent
 from sessions_app import services
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 from tests.conftest import connect_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)

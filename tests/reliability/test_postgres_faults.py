@@ -21,7 +21,6 @@ from django.db import OperationalError
 from bench import faults
 from realtime import publisher
 from realtime.state import fold
-from sessions_app import run_services
 from sessions_app.models import Message, NodeState, Session
 from tests.workflows.helpers import (
     agent_node,
@@ -32,7 +31,8 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
-from workflows import engine
+from workflows import stored
+from workflows.store import get_store
 
 
 async def _stored(sid: str) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, str, bool]],
@@ -111,7 +111,7 @@ async def test_a_failed_node_boundary_write_pauses_the_run_instead_of_failing_it
         settings: Any, tmp_path: Path, owner: Any, executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     install_workflows(settings, tmp_path, CHAT)
     settings.SCRIPTED_TOKENS_PER_SECOND = 400
-    real = run_services.node_complete
+    real = get_store().node_complete
     calls = {"n": 0}
 
     def blip(**kwargs: Any) -> Any:
@@ -120,7 +120,7 @@ async def test_a_failed_node_boundary_write_pauses_the_run_instead_of_failing_it
             raise OperationalError("server closed the connection unexpectedly")
         return real(**kwargs)
 
-    monkeypatch.setattr(run_services, "node_complete", blip)
+    monkeypatch.setattr(get_store(), "node_complete", blip)
     sid = await create_session(owner, "db-blip")
     assert await command(sid, owner, "start_session") is None
     status = await wait_finished(sid, timeout=20)
@@ -177,14 +177,14 @@ async def test_a_node_boundary_write_failing_past_the_retries_leaves_rows_and_lo
     that write fails too, the run fails and run_finish closes the message from the log."""
     install_workflows(settings, tmp_path, CHAT)
     settings.SCRIPTED_TOKENS_PER_SECOND = 400
-    monkeypatch.setattr(engine, "DB_RETRY_SECONDS", 0.2)
-    monkeypatch.setattr(engine, "RETRY_FIRST_DELAY", 0.02)
+    monkeypatch.setattr(stored, "DB_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(stored, "RETRY_FIRST_DELAY", 0.02)
 
     def down(**kwargs: Any) -> Any:
         raise OperationalError("server closed the connection unexpectedly")
 
     for name in ("node_complete", *also_failing):
-        monkeypatch.setattr(run_services, name, down)
+        monkeypatch.setattr(get_store(), name, down)
     sid = await create_session(owner, "db-blip")
     assert await command(sid, owner, "start_session") is None
     assert await wait_finished(sid, timeout=20) == "failed"

@@ -58,9 +58,9 @@ async def test_executor_never_takes_over_its_own_live_run(
     install_workflows(settings, tmp_path, SLOW_SOLO)
     settings.SCRIPTED_TOKENS_PER_SECOND = 40  # 1.5 s of streaming
     settings.WORKER_LEASE_SECONDS = 0.4
-    from workflows import worker
+    from workflows.store import get_store
 
-    real = worker.renew_lease
+    real = get_store().renew_lease
     failures = {"left": 4}  # about 1 s of failed renewals: the lease expires meanwhile
 
     def flaky_renew(**kwargs: Any) -> str | None:
@@ -69,7 +69,7 @@ async def test_executor_never_takes_over_its_own_live_run(
             raise OperationalError("server closed the connection unexpectedly")
         return real(**kwargs)
 
-    monkeypatch.setattr(worker, "renew_lease", flaky_renew)
+    monkeypatch.setattr(get_store(), "renew_lease", flaky_renew)
     executor = Executor(owner="only-executor")
     await executor.start()
     try:

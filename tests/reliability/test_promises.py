@@ -16,8 +16,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from realtime import protocol
+from realtime.models import SessionEvent
+from realtime.vocabulary import WATCHER_COMMANDS
 from sessions_app import services
-from sessions_app.models import CommandReceipt, Message, Session, SessionEvent
+from sessions_app.models import CommandReceipt, Message, Session
 from tests.conftest import connect_ws, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +39,7 @@ def _state(session_id: str) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.parametrize("cmd", sorted(set(protocol.COMMANDS) - protocol.WATCHER_COMMANDS))
+@pytest.mark.parametrize("cmd", sorted(set(protocol.COMMANDS) - WATCHER_COMMANDS))
 async def test_watch_only_cannot_send_any_control_command(ws_app: Any, owner: Any, cmd: str) -> None:
     session = await database_sync_to_async(services.session_create)(owner=owner, workflow_slug="demo")
     watcher = await database_sync_to_async(make_user)("watcher")

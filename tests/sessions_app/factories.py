@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
+from realtime.models import SessionEvent, SessionLog
 from sessions_app.models import (
     HumanReview,
     Message,
@@ -23,7 +24,6 @@ from sessions_app.models import (
     NodeStatus,
     ReviewStatus,
     Session,
-    SessionEvent,
     SessionStatus,
     TokenUsage,
 )
@@ -171,12 +171,13 @@ def add_user_message(session: Session, user: AbstractBaseUser, text: str) -> Mes
 
 def add_events(session: Session, count: int, event: str = "token_stream") -> None:
     """Append `count` events after the session's last seq, as the event log would."""
-    first = session.last_seq + 1
+    log = SessionLog.objects.get(pk=session.pk)
+    first = log.last_seq + 1
     now = timezone.now()
     SessionEvent.objects.bulk_create(
         [
             SessionEvent(
-                session=session, seq=seq, event=event, node_id="research",
+                session=log, seq=seq, event=event, node_id="research",
                 data={"chunk": f"chunk {seq}", "agent_id": "analyst", "node_id": "research",
                       "is_thinking": False},
                 created_at=now,
@@ -185,8 +186,8 @@ def add_events(session: Session, count: int, event: str = "token_stream") -> Non
         ],
         batch_size=1000,
     )
-    session.last_seq = first + count - 1
-    Session.objects.filter(pk=session.pk).update(last_seq=session.last_seq)
+    log.last_seq = first + count - 1
+    log.save(update_fields=["last_seq"])
 
 
 def make_many_sessions(

@@ -14,7 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions_app.admin_export import export_queryset, session_to_markdown
+from realtime.eventlog import head_seq
+from realtime.models import SessionEvent
+from sessions_app.admin.export import export_queryset, session_to_markdown
 from sessions_app.models import (
     CommandReceipt,
     HumanReview,
@@ -22,7 +24,6 @@ from sessions_app.models import (
     NodeState,
     NodeStatus,
     Session,
-    SessionEvent,
     SessionStatus,
     TokenUsage,
 )
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:sessions_app_session_changelist")
 SUMMARY = reverse("admin:sessions_app_session_summary")
-EVENTS = reverse("admin:sessions_app_sessionevent_changelist")
+EVENTS = reverse("admin:realtime_sessionevent_changelist")
 XSS_SCRIPT = "<script>alert('x')</script>"
 XSS_IMG = '<img src=x onerror="alert(1)">'
 
@@ -230,7 +231,7 @@ def test_title_is_the_only_editable_field(admin_client, owner):
     session = make_session(owner=owner, status=SessionStatus.RUNNING, events=3)
     form = admin_client.get(change_url(session)).context["adminform"].form
     assert list(form.fields) == ["title"]
-    data = {"title": "Renamed", "status": "failed", "cost_usd": "99", "last_seq": "0",
+    data = {"title": "Renamed", "status": "failed", "cost_usd": "99", "logged_events": "0",
             "_save": "Save"}
     for inline_formset in admin_client.get(change_url(session)).context["inline_admin_formsets"]:
         formset = inline_formset.formset
@@ -243,7 +244,7 @@ def test_title_is_the_only_editable_field(admin_client, owner):
     assert response.status_code == 302, response.context and response.context["errors"]
     fresh = Session.objects.get(pk=session.pk)
     assert fresh.title == "Renamed"
-    assert (fresh.status, fresh.cost_usd, fresh.last_seq) == (
+    assert (fresh.status, fresh.cost_usd, head_seq(str(fresh.pk))) == (
         SessionStatus.RUNNING, session.cost_usd, 3,
     )
 
@@ -262,8 +263,8 @@ def test_sessions_cannot_be_added_or_deleted(admin_client, owner):
 def test_runtime_models_are_read_only(admin_client, owner, model):
     session = make_session(owner=owner, events=2, review=True)
     CommandReceipt.objects.create(session=session, command_id="c1", cmd="stop_session", user=owner)
-    row = model.objects.filter(session=session).first()
-    name = f"admin:sessions_app_{model._meta.model_name}"
+    row = model.objects.filter(session_id=session.pk).first()
+    name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
     assert admin_client.get(reverse(f"{name}_changelist")).status_code == 200
     page = admin_client.get(reverse(f"{name}_change", args=[row.pk]))
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
@@ -388,7 +389,7 @@ def test_stop_action(admin_client, owner):
     )
     running.refresh_from_db()
     assert running.status == SessionStatus.STOPPED and running.finished_at is not None
-    stopped_event = SessionEvent.objects.get(session=running, event="execution:stopped")
+    stopped_event = SessionEvent.objects.get(session_id=running.pk, event="execution:stopped")
     assert stopped_event.data == {"by": "admin"}
     assert NodeState.objects.get(session=running).status == "stopped"
     assert LogEntry.objects.get(object_id=str(running.pk)).get_change_message() == (
@@ -396,7 +397,7 @@ def test_stop_action(admin_client, owner):
     )
     done_before = Session.objects.values().get(pk=done.pk)
     assert done_before["status"] == SessionStatus.COMPLETED
-    assert not SessionEvent.objects.filter(session=done).exists()
+    assert not SessionEvent.objects.filter(session_id=done.pk).exists()
 
 
 def test_stop_from_the_session_page(admin_client, owner):

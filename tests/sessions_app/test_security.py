@@ -5,7 +5,9 @@ import uuid
 import pytest
 from django.test import Client
 
+from realtime.vocabulary import Access
 from sessions_app import services
+from sessions_app.access import session_access
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +44,7 @@ def test_staff_roles_in_the_room_follow_admin_permissions(owner):
     editor = make_user("editstaff", is_staff=True)
     editor.user_permissions.add(Permission.objects.get(codename="change_session", content_type__app_label="sessions_app"))
     plain_staff = make_user("plainstaff", is_staff=True)
-    assert services.session_access(user=viewer, session=session) == services.WATCH
-    assert services.session_access(user=editor, session=session) == services.CONTROL
-    assert services.session_access(user=plain_staff, session=session) is None
-    assert services.session_access(user=owner, session=session) == services.CONTROL
+    assert session_access(user=viewer, session=session) == Access.WATCH
+    assert session_access(user=editor, session=session) == Access.CONTROL
+    assert session_access(user=plain_staff, session=session) is None
+    assert session_access(user=owner, session=session) == Access.CONTROL

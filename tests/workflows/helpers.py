@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db.models import Sum
 
 from realtime.eventlog import read_envelopes
+from realtime.protocol import Command
+from realtime.rooms import CommandRefused, get_backend
 from realtime.state import fold
 from sessions_app import services
 from sessions_app.models import Message, Session, TokenUsage
@@ -79,9 +81,10 @@ def create_session(owner: Any, slug: str, title: str = "test") -> str:
 def command(session_id: str, user: Any, cmd: str, **data: Any) -> str | None:
     """Run a client command like the consumer does; returns the error code, or None if ok."""
     try:
-        services.command_execute(session_id=session_id, user=user, cmd=cmd, data=data,
-                                 command_id=None)
-    except services.ServiceError as exc:
+        get_backend().execute(
+            user=user, session_id=session_id, command=Command(cmd=cmd, data=data, id=None)
+        )
+    except CommandRefused as exc:
         return exc.code
     return None
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from sessions_app import run_services
 from sessions_app.models import HumanReview, NodeState, Session, TokenUsage
 from tests.conftest import connect_ws
 from tests.workflows.fake_openai import FakeOpenAI
@@ -40,6 +39,7 @@ from tests.workflows.helpers import (
     workflow,
 )
 from workflows.pricing import cost_usd
+from workflows.store import get_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,13 +207,13 @@ async def test_periodic_usage_and_partial_saves_are_throttled(flows, executor, o
     calls: dict[str, int] = {}
 
     def spy(name: str) -> None:
-        original = getattr(run_services, name)
+        original = getattr(get_store(), name)
 
         def wrapper(**kwargs: Any) -> Any:
             calls[name] = calls.get(name, 0) + 1
             return original(**kwargs)
 
-        monkeypatch.setattr(run_services, name, wrapper)
+        monkeypatch.setattr(get_store(), name, wrapper)
 
     for name in ("message_save_partial", "node_begin", "node_complete", "usage_progress"):
         spy(name)
@@ -380,7 +380,7 @@ async def test_pause_while_waiting_for_review_returns_to_waiting(flows, executor
 
 async def test_review_approve_records_who_and_continues(flows, executor, owner, monkeypatch):
     recorder = RecordingProvider()
-    monkeypatch.setattr("workflows.engine.get_provider", lambda name: recorder)
+    monkeypatch.setattr("workflows.nodes.agent.get_provider", lambda name: recorder)
     sid = await create_session(owner, "reviewed")
     assert await command(sid, owner, "start_session") is None
     asked = await wait_event(sid, is_event("human_interaction_required"))
@@ -404,7 +404,7 @@ async def test_review_approve_records_who_and_continues(flows, executor, owner, 
 
 async def test_review_reject_sends_the_comment_back_for_a_second_answer(flows, executor, owner, monkeypatch):
     recorder = RecordingProvider()
-    monkeypatch.setattr("workflows.engine.get_provider", lambda name: recorder)
+    monkeypatch.setattr("workflows.nodes.agent.get_provider", lambda name: recorder)
     sid = await create_session(owner, "reviewed")
     assert await command(sid, owner, "start_session") is None
     await wait_event(sid, is_event("human_interaction_required"))
@@ -561,7 +561,7 @@ async def test_unpriced_model_fails_cleanly_at_start(flows, fake_openai, executo
 async def test_agents_see_upstream_outputs_and_earlier_user_messages(flows, executor, owner, monkeypatch):
     flows.SCRIPTED_TOKENS_PER_SECOND = 200
     recorder = RecordingProvider()
-    monkeypatch.setattr("workflows.engine.get_provider", lambda name: recorder)
+    monkeypatch.setattr("workflows.nodes.agent.get_provider", lambda name: recorder)
     sid = await create_session(owner, "context")
     assert await command(sid, owner, "user_input", text="consider the hilly neighbourhoods") is None
     assert await command(sid, owner, "start_session") is None

@@ -41,6 +41,7 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
+from workflows.store import get_store
 from workflows.worker import Executor
 
 REVIEWED = workflow(
@@ -72,7 +73,7 @@ async def _start_executor(owner: str) -> Executor:
 
 async def _crash(executor: Executor, monkeypatch: Any) -> None:
     """Stop an executor like a killed process: nothing written, the lease left to expire."""
-    monkeypatch.setattr("workflows.worker.release_lease", lambda **kwargs: None)
+    monkeypatch.setattr(get_store(), "release_lease", lambda **kwargs: None)
     await executor.close()
     monkeypatch.undo()
 
@@ -115,7 +116,7 @@ async def test_takeover_while_the_reviewed_agent_answers_a_rejection(flows, exec
     next runner answers that round again, with the reviewer's comment, then asks round 2."""
     flows.SCRIPTED_TOKENS_PER_SECOND = 100
     recorder = RecordingProvider()
-    monkeypatch.setattr("workflows.engine.get_provider", lambda name: recorder)
+    monkeypatch.setattr("workflows.nodes.agent.get_provider", lambda name: recorder)
     sid = await create_session(owner, "slow-draft")
     assert await command(sid, owner, "start_session") is None
     await wait_event(sid, is_event("human_interaction_required"))
@@ -158,7 +159,7 @@ async def test_takeover_while_the_reviewed_agent_answers_a_rejection(flows, exec
 async def test_lost_control_messages_are_recovered_by_the_lease_renewal(flows, executor, owner, monkeypatch):
     flows.WORKER_LEASE_SECONDS = 0.6  # renewal (and status re-read) every 0.2 s
     flows.SCRIPTED_TOKENS_PER_SECOND = 40
-    monkeypatch.setattr("sessions_app.services.send_run_control", lambda *args, **kwargs: None)
+    monkeypatch.setattr("workflows.control.send_run_control", lambda *args, **kwargs: None)
     sid = await create_session(owner, "solo")
     assert await command(sid, owner, "start_session") is None
     await wait_event(sid, is_event("token_stream", "talk"))
@@ -252,13 +253,14 @@ class _Db:
     def session(self) -> dict[str, Any]:
         [row] = self.rows(
             "SELECT status, lease_owner, input_tokens, output_tokens, cost_usd, last_seq "
-            "FROM sessions_app_session WHERE id = %(sid)s"
+            "FROM sessions_app_session JOIN realtime_sessionlog ON session_id = id "
+            "WHERE id = %(sid)s"
         )
         return dict(zip(("status", "lease_owner", "input", "output", "cost", "last_seq"), row, strict=True))
 
     def events(self) -> list[tuple[int, str, str | None, dict[str, Any], Any]]:
         return self.rows(
-            "SELECT seq, event, node_id, data, created_at FROM sessions_app_sessionevent "
+            "SELECT seq, event, node_id, data, created_at FROM realtime_sessionevent "
             "WHERE session_id = %(sid)s ORDER BY seq"
         )
 

@@ -36,10 +36,7 @@ class Command(BaseCommand):
         except DefinitionError as exc:
             raise CommandError(str(exc)) from exc
         if options["start"]:
-            from django.db import transaction
-
-            with transaction.atomic():
-                services.session_start(session_id=str(session.pk), user=user)
+            services.session_start(session_id=str(session.pk), user=user)
         base = options["base_url"].rstrip("/")
         ws_base = "ws" + base[4:] if base.startswith("http") else base
         result = {

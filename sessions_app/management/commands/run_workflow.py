@@ -30,16 +30,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
 from realtime.eventlog import read_envelopes
+from realtime.vocabulary import EventName, NodeStatus, ReviewDecision, SessionStatus
 from sessions_app import services
+from sessions_app.services.leases import session_start_leased
 from workflows.definitions import DefinitionError
-from workflows.worker import Executor, take_lease
+from workflows.worker import Executor
 
 DEFAULT_COMMENT = "Please tighten the recommendation and address the biggest risk explicitly."
 BAR_WIDTH = 10
-ACTIVE_NODE_STATUSES = ("running", "paused", "waiting_review")
 
 
 @dataclass
@@ -57,29 +57,32 @@ class Progress:
     def apply(self, envelope: dict[str, Any]) -> bool:
         """Apply one event; True when the line worth printing changed (a plain-line step)."""
         name, data = envelope["event"], envelope["data"]
-        if name == "node_state_change":
+        if name == EventName.NODE_STATE_CHANGE:
             self.status[data["node_id"]] = data["status"]
             return True
-        if name == "token_usage":
+        if name == EventName.TOKEN_USAGE:
             self.input_tokens = data["session_input_tokens"]
             self.output_tokens = data["session_output_tokens"]
             self.cost_usd = data["session_cost_usd"]
-        elif name == "human_interaction_required":
+        elif name == EventName.HUMAN_INTERACTION_REQUIRED:
             self.asks.append((data["node_id"], int(data.get("round") or 1)))
-        elif name == "execution:completed":
+        elif name == EventName.EXECUTION_COMPLETED:
             self.input_tokens, self.output_tokens = data["input_tokens"], data["output_tokens"]
             self.cost_usd = data["cost_usd"]
-            self.outcome = "completed"
+            self.outcome = SessionStatus.COMPLETED
             return True
-        elif name in ("execution:failed", "execution:stopped"):
-            self.outcome = name.split(":")[1]
+        elif name == EventName.EXECUTION_FAILED:
+            self.outcome = SessionStatus.FAILED
+            return True
+        elif name == EventName.EXECUTION_STOPPED:
+            self.outcome = SessionStatus.STOPPED
             return True
         return False
 
     def line(self) -> str:
         """``[#####.....] 4/8 nodes  $0.001234  in 812 out 1,034  running: market, tech``"""
         total = len(self.node_ids) or 1
-        done = sum(1 for n in self.node_ids if self.status.get(n) == "completed")
+        done = sum(1 for n in self.node_ids if self.status.get(n) == NodeStatus.COMPLETED)
         filled = round(BAR_WIDTH * done / total)
         text = (
             f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{len(self.node_ids)} nodes  "
@@ -87,8 +90,8 @@ class Progress:
         )
         groups = {
             label: [n for n in self.node_ids if self.status.get(n) == status]
-            for label, status in (("running", "running"), ("paused", "paused"),
-                                  ("waiting", "waiting_review"), ("failed", "failed"))
+            for label, status in (("running", NodeStatus.RUNNING), ("paused", NodeStatus.PAUSED),
+                                  ("waiting", NodeStatus.WAITING_REVIEW), ("failed", NodeStatus.FAILED))
         }
         for label, nodes in groups.items():
             if nodes:
@@ -136,7 +139,7 @@ class Command(BaseCommand):
             f"{session.nodes_completed}/{session.nodes_total} nodes, in {session.input_tokens:,} "
             f"out {session.output_tokens:,} tokens, ${session.cost_usd:.6f}"
         )
-        if session.status != "completed":
+        if session.status != SessionStatus.COMPLETED:
             raise CommandError(f"the run {session.status}: {session.error or 'see the log above'}")
 
     # ------------------------------------------------------------------ the run
@@ -163,10 +166,10 @@ class Command(BaseCommand):
             self.stdout.write("")
 
     def _queue(self, session_id: str, owner: str) -> None:
-        """Queue the run and lease it to our executor in one go: no worker can grab it."""
-        with transaction.atomic():
-            services.session_start(session_id=session_id, user=self.owner)
-            take_lease(session_id=session_id, owner=owner, lease_seconds=settings.WORKER_LEASE_SECONDS)
+        session_start_leased(
+            session_id=session_id, user=self.owner, owner=owner,
+            lease_seconds=settings.WORKER_LEASE_SECONDS,
+        )
 
     def _handle_sigint(self, session_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +185,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(signal.SIGINT, stop)
 
     def _stop(self, session_id: str) -> None:
-        with contextlib.suppress(services.ServiceError), transaction.atomic():
+        with contextlib.suppress(services.ServiceError):
             services.session_stop(session_id=session_id, user=self.owner)
 
     async def _poll(self, session_id: str, after: int, progress: Progress) -> int:
@@ -205,12 +208,11 @@ class Command(BaseCommand):
             return
         reject = policy == "reject-first" and round_ == 1
         try:
-            with transaction.atomic():
-                services.review_submit(
-                    session_id=session_id, user=self.owner, node_id=node_id,
-                    decision="reject" if reject else "approve",
-                    comment=self.options["comment"] if reject else "",
-                )
+            services.review_submit(
+                session_id=session_id, user=self.owner, node_id=node_id,
+                decision=ReviewDecision.REJECT if reject else ReviewDecision.APPROVE,
+                comment=self.options["comment"] if reject else "",
+            )
         except services.ServiceError as exc:  # decided meanwhile, or the session stopped
             self.stderr.write(f"review of {node_id} not submitted: {exc.message}")
             return

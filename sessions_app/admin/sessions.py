@@ -1,27 +1,18 @@
-"""Django admin for reviewers looking back at meeting sessions and what they cost.
+"""The session screens: list with badges and filters, a session with its parts read-only,
+exports, stop, and the cost summary.
 
-Runtime data (nodes, usage, transcript, reviews, events, command receipts) is written only
-by the engine and services, so the admin shows it read-only everywhere; the one editable
-field is a session's title, saved with ``update_fields`` so a rename can never overwrite
-counters (``last_seq``, tokens, status) that a runner advanced meanwhile. Stopping goes
+The one editable field is a session's title, saved with ``update_fields`` so a rename can
+never overwrite counters (tokens, status) that a runner advanced meanwhile. Stopping goes
 through ``services.session_stop`` so live viewers see ``execution:stopped``.
-
-Anyone who may view sessions may view their parts: a staff user granted only
-``view_session`` sees the whole session, its event log and the summary.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin import ActionLocation
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import DurationField, ExpressionWrapper, F, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -30,143 +21,21 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from realtime import protocol
+from realtime.eventlog import head_seq
 from sessions_app import services
-from sessions_app.admin_export import (
+from sessions_app.admin.common import (
+    BOTH_LOCATIONS,
+    ReadOnlyInline,
+    status_badge_html,
+)
+from sessions_app.admin.export import (
     export_json,
     export_markdown,
     export_queryset,
     format_duration_seconds,
 )
-from sessions_app.admin_summary import summary
-from sessions_app.models import (
-    CommandReceipt,
-    HumanReview,
-    Message,
-    NodeState,
-    Session,
-    SessionEvent,
-    SessionStatus,
-    TokenUsage,
-)
-
-BOTH_LOCATIONS = [ActionLocation.CHANGE_LIST, ActionLocation.CHANGE_FORM]
-
-# Fixed colours per status; only these constants and the choice label reach the markup.
-STATUS_COLOURS = {
-    SessionStatus.CREATED: "#6c757d",
-    SessionStatus.RUNNING: "#0d6efd",
-    SessionStatus.PAUSED: "#b58100",
-    SessionStatus.WAITING_REVIEW: "#6f42c1",
-    SessionStatus.COMPLETED: "#198754",
-    SessionStatus.FAILED: "#dc3545",
-    SessionStatus.STOPPED: "#495057",
-}
-
-
-def can_view_sessions(request: HttpRequest) -> bool:
-    """Viewing a session grants viewing everything recorded about it."""
-    user = request.user
-    return user.has_perm("sessions_app.view_session") or user.has_perm(
-        "sessions_app.change_session"
-    )
-
-
-def parse_uuid(value: str | None) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value).strip())
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def status_badge_html(status: str, label: str) -> str:
-    colour = STATUS_COLOURS.get(status, "#6c757d")
-    return format_html(
-        '<span class="session-status" style="background:{};color:#fff;padding:2px 8px;'
-        'border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
-        colour,
-        label,
-    )
-
-
-# --------------------------------------------------------------------------- filters
-
-
-class SessionFilter(admin.SimpleListFilter):
-    """Narrows a runtime-row list to one session given by id (?session=<uuid>).
-
-    Only the selected session is offered as a choice: listing every session would make
-    the sidebar as long as the session table.
-    """
-
-    title = "session"
-    parameter_name = "session"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        value = self.value()
-        if not value:
-            return []
-        session_id = parse_uuid(value)
-        title = (
-            Session.objects.filter(pk=session_id).values_list("title", flat=True).first()
-            if session_id
-            else None
-        )
-        return [(value, title if title is not None else "(unknown session)")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if not self.value():
-            return queryset
-        session_id = parse_uuid(self.value())
-        return queryset.filter(session_id=session_id) if session_id else queryset.none()
-
-
-class EventTypeFilter(admin.SimpleListFilter):
-    """The logged event names from the protocol (no DISTINCT over a huge table)."""
-
-    title = "event"
-    parameter_name = "event"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        return [(name, name) for name in protocol.LOGGED_EVENTS]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(event=self.value()) if self.value() else queryset
-
-
-# --------------------------------------------------------------------------- read-only parts
-
-
-class ReadOnlyPermissions:
-    """Runtime rows are written by the engine only: no add, change or delete, ever."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return can_view_sessions(request)
-
-
-class ReadOnlyInline(ReadOnlyPermissions, admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-    ordering_fields: Sequence[str] = ("id",)
-    related: Sequence[str] = ()
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
-        return self.fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        # The models order by "session" first, which would join and sort by the parent.
-        queryset = super().get_queryset(request).order_by(*self.ordering_fields)
-        return queryset.select_related(*self.related) if self.related else queryset
+from sessions_app.admin.summary import summary
+from sessions_app.models import HumanReview, Message, NodeState, Session, TokenUsage
 
 
 class NodeStateInline(ReadOnlyInline):
@@ -209,8 +78,6 @@ class TranscriptInline(ReadOnlyInline):
     related = ("user",)
 
 
-# --------------------------------------------------------------------------- sessions
-
 
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
@@ -252,7 +119,7 @@ class SessionAdmin(admin.ModelAdmin):
         ("Runner", {
             "classes": ("collapse",),
             "fields": (
-                "run_requested", "lease_owner", "lease_expires_at", "last_seq", "updated_at",
+                "run_requested", "lease_owner", "lease_expires_at", "logged_events", "updated_at",
             ),
         }),
         ("Workflow definition", {
@@ -264,7 +131,7 @@ class SessionAdmin(admin.ModelAdmin):
         "owner", "workflow_slug", "status_badge", "meeting_room", "event_log", "error",
         "nodes_total", "nodes_completed", "nodes_failed", "input_tokens", "output_tokens",
         "cost_usd", "created_at", "started_at", "finished_at", "duration", "run_requested",
-        "lease_owner", "lease_expires_at", "last_seq", "updated_at", "workflow_definition",
+        "lease_owner", "lease_expires_at", "logged_events", "updated_at", "workflow_definition",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
@@ -341,11 +208,16 @@ class SessionAdmin(admin.ModelAdmin):
             obj.get_absolute_url(),
         )
 
+    @admin.display(description="last seq")
+    def logged_events(self, obj: Session) -> int:
+        return head_seq(str(obj.pk))
+
     @admin.display(description="event log")
     def event_log(self, obj: Session) -> str:
-        url = reverse("admin:sessions_app_sessionevent_changelist")
+        url = reverse("admin:realtime_sessionevent_changelist")
         return format_html(
-            '<a href="{}?session={}">{} logged events</a> (paginated)', url, obj.pk, obj.last_seq
+            '<a href="{}?session={}">{} logged events</a> (paginated)', url, obj.pk,
+            head_seq(str(obj.pk)),
         )
 
     # ---- actions
@@ -376,9 +248,8 @@ class SessionAdmin(admin.ModelAdmin):
         refused: list[str] = []
         for session in queryset.order_by("created_at"):
             try:
-                # One transaction per session: one refusal must not undo the others.
-                with transaction.atomic():
-                    services.session_stop(session_id=session.pk, user=request.user)
+                # Each stop is its own transaction: one refusal does not undo the others.
+                services.session_stop(session_id=session.pk, user=request.user)
             except services.ServiceError as exc:
                 refused.append(f"“{session.title}” ({exc.message})")
             else:
@@ -456,96 +327,3 @@ def _download(
     response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
-
-
-# --------------------------------------------------------------------------- runtime lists
-
-
-class RuntimeAdmin(ReadOnlyPermissions, admin.ModelAdmin):
-    """Cross-session lists of runtime rows; ?session=<uuid> narrows to one session."""
-
-    list_per_page = 100
-    show_full_result_count = False
-    # Facet counts are one COUNT per choice over tables that grow with every run.
-    show_facets = admin.ShowFacets.NEVER
-    list_select_related = ("session",)
-    actions = None
-
-    @admin.display(description="session", ordering="session__created_at")
-    def session_link(self, obj: Any) -> str:
-        url = reverse("admin:sessions_app_session_change", args=[obj.session_id])
-        return format_html('<a href="{}">{}</a>', url, obj.session.title)
-
-
-@admin.register(SessionEvent)
-class SessionEventAdmin(RuntimeAdmin):
-    """The event log, one page at a time (a session may log tens of thousands of events)."""
-
-    list_display = ("seq", "event", "node_id", "at", "data_preview", "session_link")
-    list_display_links = ("seq",)
-    list_filter = (SessionFilter, EventTypeFilter)
-
-    def get_ordering(self, request: HttpRequest) -> Sequence[str]:
-        # In seq order within a session (the unique index serves it); newest first overall.
-        if request.GET.get(SessionFilter.parameter_name):
-            return ("session_id", "seq")
-        return ("-id",)
-
-    @admin.display(description="at", ordering="seq")
-    def at(self, obj: SessionEvent) -> str:
-        # Events come in bursts: milliseconds tell them apart, the default format does not.
-        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-    @admin.display(description="data")
-    def data_preview(self, obj: SessionEvent) -> str:
-        text = json.dumps(obj.data, ensure_ascii=False)
-        return text if len(text) <= 160 else f"{text[:160]}…"
-
-
-@admin.register(Message)
-class MessageAdmin(RuntimeAdmin):
-    list_display = ("created_at", "kind", "agent_id", "user", "node_id", "round", "excerpt",
-                    "session_link")
-    list_filter = (SessionFilter, "kind", "is_final")
-    list_select_related = ("session", "user")
-    search_fields = ("text",)
-
-    def get_ordering(self, request: HttpRequest) -> Sequence[str]:
-        return ("created_at", "id") if request.GET.get("session") else ("-id",)
-
-    @admin.display(description="text")
-    def excerpt(self, obj: Message) -> str:
-        return obj.text if len(obj.text) <= 120 else f"{obj.text[:120]}…"
-
-
-@admin.register(TokenUsage)
-class TokenUsageAdmin(RuntimeAdmin):
-    list_display = ("created_at", "node_id", "agent_id", "model", "round", "input_tokens",
-                    "output_tokens", "cost_usd", "session_link")
-    list_filter = (SessionFilter, "model")
-    ordering = ("-id",)
-
-
-@admin.register(NodeState)
-class NodeStateAdmin(RuntimeAdmin):
-    list_display = ("node_id", "agent_id", "status", "rounds", "started_at", "finished_at",
-                    "session_link")
-    list_filter = (SessionFilter, "status")
-    ordering = ("-id",)
-
-
-@admin.register(HumanReview)
-class HumanReviewAdmin(RuntimeAdmin):
-    list_display = ("node_id", "round", "status", "decision", "decided_by", "decided_at",
-                    "session_link")
-    list_filter = (SessionFilter, "status", "decision")
-    list_select_related = ("session", "decided_by")
-    ordering = ("-id",)
-
-
-@admin.register(CommandReceipt)
-class CommandReceiptAdmin(RuntimeAdmin):
-    list_display = ("created_at", "cmd", "command_id", "user", "session_link")
-    list_filter = (SessionFilter, "cmd")
-    list_select_related = ("session", "user")
-    ordering = ("-id",)

@@ -1,0 +1,125 @@
+"""Living with the channel layer and the event loop: written once, used by hub, publisher and
+executor.
+
+- ``per_loop``: one instance of a thing per running event loop (the hub, the publisher, the
+  embedded executor). A process has one loop in production; tests start many, and an object
+  holding tasks or futures must never leak into another loop.
+- ``Backoff``: the delays between retries of anything that is briefly gone (the database,
+  the channel layer): doubling from ``first`` up to ``most``.
+- ``receive_forever``: the one loop that receives a process-local channel's messages. A
+  failed receive means the layer lost its connection, maybe to a Redis that restarted empty
+  and forgot every group; the owner's ``rejoin`` joins its groups again (retried with back-off
+  until the layer is back) before the next receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:
+    from redis.exceptions import TimeoutError as _IdleTimeout
+except ImportError:  # pragma: no cover - redis is a runtime requirement
+    _IdleTimeout = TimeoutError  # type: ignore[misc,assignment]
+
+RECEIVE_RETRY_SECONDS = 0.5
+RECEIVE_RETRY_MAX_SECONDS = 5.0
+
+
+class per_loop[T]:  # lower case: used like a function, ``get_hub = per_loop(Hub)``
+    """Calling it returns the running loop's instance, made by ``factory`` on first use."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self.factory = factory
+        self.instances: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> T:
+        loop = asyncio.get_running_loop()
+        instance = self.instances.get(loop)
+        if instance is None:
+            instance = self.instances[loop] = self.factory()
+        return instance
+
+    def pop(self) -> T | None:
+        """Forget the running loop's instance (shutdown); returns it, if there was one."""
+        return self.instances.pop(asyncio.get_running_loop(), None)
+
+    def put(self, instance: T) -> None:
+        """Use ``instance`` as the running loop's (a benchmark's own executor)."""
+        self.instances[asyncio.get_running_loop()] = instance
+
+
+class Backoff:
+    """Delays for one run of failures: ``first``, doubled each time, at most ``most``."""
+
+    __slots__ = ("delay", "first", "most")
+
+    def __init__(self, first: float, most: float) -> None:
+        self.first = first
+        self.most = most
+        self.delay = first
+
+    def next(self) -> float:
+        """The delay to wait now; the next one is twice as long (up to ``most``)."""
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+async def receive_forever(
+    *,
+    layer: Any,
+    channel: str,
+    handle: Callable[[dict[str, Any]], Awaitable[None]],
+    rejoin: Callable[[], Awaitable[None]],
+    name: str,
+) -> None:
+    """Receive ``channel``'s messages and ``await handle(message)`` each, until cancelled.
+
+    ``rejoin()`` joins the owner's groups again and raises if the layer refuses; it runs
+    after every failed receive, retried with back-off, before the next receive. An error in
+    ``handle`` is logged and never ends the loop."""
+    must_rejoin = False
+    backoff = Backoff(RECEIVE_RETRY_SECONDS, RECEIVE_RETRY_MAX_SECONDS)
+    while True:
+        if must_rejoin:
+            try:
+                await rejoin()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if backoff.delay == backoff.first:  # once per outage, not every retry
+                    log.warning("%s could not join its groups again (%s); retrying", name, error)
+                await asyncio.sleep(backoff.next())
+                continue
+            must_rejoin = False
+            backoff.reset()
+        try:
+            message = await layer.receive(channel)
+        except asyncio.CancelledError:
+            raise
+        except _IdleTimeout:
+            # redis-py >= 8 may time out an idle blocking read (socket_timeout): nothing was
+            # lost, ask again at once (no sleep, no log line).
+            continue
+        except Exception:
+            log.exception("%s: channel layer receive failed; joining the groups again", name)
+            must_rejoin = True
+            await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+            continue
+        try:
+            await handle(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s could not handle a %s message", name, message.get("type"))

@@ -1,0 +1,46 @@
+"""This app as the runner's store (``workflows.store.RunStore``), registered at start-up.
+
+Every method is one of this app's services (writes, each its own transaction) or selectors
+(reads), looked up when called, so a test can replace a service on its module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessions_app import selectors
+from sessions_app.services import leases, nodes, reviews, runs, usage
+
+_WHERE = {
+    "run_begin": runs,
+    "run_finish": runs,
+    "run_definition": selectors,
+    "claim_runs": leases,
+    "renew_lease": leases,
+    "take_lease": leases,
+    "release_lease": leases,
+    "node_begin": nodes,
+    "node_set_status": nodes,
+    "message_save_partial": nodes,
+    "node_complete": nodes,
+    "node_fail": nodes,
+    "node_stopped": nodes,
+    "nodes_skip": nodes,
+    "usage_progress": usage,
+    "user_messages_before": selectors,
+    "review_open": reviews,
+    "review_auto_approve": reviews,
+    "review_state": selectors,
+    "review_decide_default": reviews,
+    "review_comments": selectors,
+    "answered_after": selectors,
+    "review_close": reviews,
+}
+
+
+class SessionRunStore:
+    def __getattr__(self, name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(name)
+        return getattr(module, name)

@@ -1,0 +1,186 @@
+"""The life of an agent node, one transaction per boundary: begin, pause/resume, complete,
+fail, stop, skip.
+
+Nothing here is called per token: partial text is saved at most about once a second,
+everything else at node boundaries. Each write stores the rows and the events describing
+them together (broadcast after commit).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from realtime.publisher import publish_sync
+from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus
+from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session, TokenUsage
+from sessions_app.services.events import node_state_event
+from sessions_app.services.usage import publish_usage, session_totals
+from workflows.vocabulary import ReviewStatus
+
+MAX_ERROR = 2000
+
+
+def locked_node(session_id: Any, node_id: str) -> NodeState:
+    return NodeState.objects.select_for_update().get(session_id=session_id, node_id=node_id)
+
+
+def recount_nodes(session: Session) -> None:
+    """The session's completed/failed counters from the node rows (saved by the caller)."""
+    session.nodes_completed = session.node_states.filter(status=NodeStatus.COMPLETED).count()
+    session.nodes_failed = session.node_states.filter(status=NodeStatus.FAILED).count()
+
+
+def close_message(message_id: int | None, *, text: str, thinking: str) -> None:
+    """Final text of a node's message: exactly what the log holds (what viewers were sent)."""
+    if message_id is not None:
+        Message.objects.filter(pk=message_id).update(
+            text=text, thinking=thinking, is_final=True, updated_at=timezone.now()
+        )
+
+
+@transaction.atomic
+def node_begin(*, session_id: Any, node_id: str, agent_id: str, round: int) -> int:
+    """Node starts streaming: its status and a new transcript message; returns the message id."""
+    node = locked_node(session_id, node_id)
+    node.status = NodeStatus.RUNNING
+    node.error = ""
+    node.rounds = round
+    if node.started_at is None:
+        node.started_at = timezone.now()
+    node.finished_at = None
+    node.save(update_fields=["status", "error", "rounds", "started_at", "finished_at"])
+    message = _open_message(session_id, node_id, round) or Message.objects.create(
+        session_id=session_id, kind=MessageKind.AGENT, node_id=node_id, agent_id=agent_id,
+        round=round,
+    )
+    node_state_event(session_id, node)
+    return message.pk
+
+
+def _open_message(session_id: Any, node_id: str, round: int) -> Message | None:
+    """The message an earlier node_begin of this round created although it reported an error
+    (its COMMIT's reply was lost, and the engine retried): reused, never a second one. Any
+    other open message was closed before (stop, failure, take-over settle)."""
+    return (
+        Message.objects.filter(
+            session_id=session_id, kind=MessageKind.AGENT, node_id=node_id, round=round,
+            is_final=False,
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+@transaction.atomic
+def node_set_status(*, session_id: Any, node_id: str, status: str) -> None:
+    """Pause/resume of one node at a chunk boundary."""
+    node = locked_node(session_id, node_id)
+    node.status = status
+    node.save(update_fields=["status"])
+    node_state_event(session_id, node)
+
+
+def message_save_partial(*, message_id: int, text: str, thinking: str) -> None:
+    """Checkpoint of a streaming message for the admin (one UPDATE, about once a second)."""
+    Message.objects.filter(pk=message_id, is_final=False).update(
+        text=text, thinking=thinking, updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def node_complete(
+    *,
+    session_id: Any,
+    node_id: str,
+    agent_id: str,
+    round: int,
+    model: str,
+    message_id: int,
+    text: str,
+    thinking: str,
+    input_tokens: int,
+    output_tokens: int,
+    cost_usd: Decimal,
+) -> None:
+    """Node done: final message, output for downstream nodes, usage row, live session totals."""
+    session = Session.objects.select_for_update().get(pk=session_id)
+    node = locked_node(session_id, node_id)
+    close_message(message_id, text=text, thinking=thinking)
+    TokenUsage.objects.update_or_create(
+        session=session, node_id=node_id, round=round,
+        defaults={
+            "agent_id": agent_id, "model": model, "input_tokens": input_tokens,
+            "output_tokens": output_tokens, "cost_usd": cost_usd,
+        },
+    )
+    node.status = NodeStatus.COMPLETED
+    node.output = text
+    node.finished_at = timezone.now()
+    node.save(update_fields=["status", "output", "finished_at"])
+    session.input_tokens, session.output_tokens, session.cost_usd = session_totals(session)
+    recount_nodes(session)
+    session.save(
+        update_fields=[
+            "input_tokens", "output_tokens", "cost_usd", "nodes_completed", "nodes_failed",
+            "updated_at",
+        ]
+    )
+    publish_usage(session=session, node_id=node_id, agent_id=agent_id, model=model, final=True)
+    node_state_event(session.pk, node)
+
+
+@transaction.atomic
+def node_fail(
+    *, session_id: Any, node_id: str, error: str, code: str, message_id: int | None,
+    text: str = "", thinking: str = "",
+) -> None:
+    session = Session.objects.select_for_update().get(pk=session_id)
+    node = locked_node(session_id, node_id)
+    close_message(message_id, text=text, thinking=thinking)
+    error = error[:MAX_ERROR]
+    node.status = NodeStatus.FAILED
+    node.error = error
+    node.finished_at = timezone.now()
+    node.save(update_fields=["status", "error", "finished_at"])
+    recount_nodes(session)
+    session.save(update_fields=["nodes_completed", "nodes_failed", "updated_at"])
+    publish_sync(
+        session_id=session.pk, event=EventName.ERROR, node_id=node_id,
+        data={"node_id": node_id, "error": error, "code": code},
+    )
+    node_state_event(session.pk, node, error=error)
+
+
+@transaction.atomic
+def node_stopped(
+    *, session_id: Any, node_id: str, message_id: int | None, text: str = "", thinking: str = ""
+) -> None:
+    node = locked_node(session_id, node_id)
+    close_message(message_id, text=text, thinking=thinking)
+    if node.status in FINAL_NODE_STATUSES:
+        return
+    node.status = NodeStatus.STOPPED
+    node.finished_at = timezone.now()
+    node.save(update_fields=["status", "finished_at"])
+    node_state_event(session_id, node)
+
+
+@transaction.atomic
+def nodes_skip(*, session_id: Any, node_ids: list[str], reason: str) -> None:
+    """Mark nodes that will never run (a dependency failed); a review still waiting counts."""
+    for node_id in node_ids:
+        node = locked_node(session_id, node_id)
+        if node.status not in (NodeStatus.PENDING, NodeStatus.WAITING_REVIEW):
+            continue
+        node.status = NodeStatus.SKIPPED
+        node.error = reason
+        node.finished_at = timezone.now()
+        node.save(update_fields=["status", "error", "finished_at"])
+        node_state_event(session_id, node, error=reason)
+    HumanReview.objects.filter(
+        session_id=session_id, node_id__in=node_ids, status=ReviewStatus.PENDING
+    ).update(status=ReviewStatus.CANCELLED)

@@ -1,0 +1,17 @@
+"""One executor per kind of node; the runner looks a node's executor up here by its type."""
+
+from __future__ import annotations
+
+from workflows.nodes.agent import AgentExecutor
+from workflows.nodes.base import NodeExecutor, RunContext
+from workflows.nodes.review import ReviewExecutor
+from workflows.vocabulary import NodeType
+
+AGENT = AgentExecutor()
+
+EXECUTORS: dict[str, NodeExecutor] = {
+    NodeType.AGENT: AGENT,
+    NodeType.HUMAN_REVIEW: ReviewExecutor(),
+}
+
+__all__ = ["AGENT", "EXECUTORS", "NodeExecutor", "RunContext"]

@@ -1,0 +1,212 @@
+"""An agent node: stream one round of a model's answer, then one node-boundary write.
+
+Chunks go through the coalescer to the event log (and so to every viewer); the node's rows
+are written when it starts, about once a second (partial text, for the admin), every
+``USAGE_INTERVAL_SECONDS`` (live usage) and when it ends. Pause holds the stream at its next
+chunk boundary; stop cancels the provider call and keeps exactly the text viewers were sent.
+A node whose streamed text could not be logged fails with the text the log holds, so rows
+and log never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from realtime.publisher import TRANSIENT_DB_ERRORS
+from realtime.vocabulary import NodeStatus
+from workflows.coalescer import Coalescer, EventLogUnavailable
+from workflows.definitions import NodeSpec
+from workflows.nodes.base import RunContext
+from workflows.nodes.prompt import build_request
+from workflows.pricing import cost_usd
+from workflows.providers import CompletionRequest, ProviderError, Usage, get_provider
+from workflows.providers.base import input_tokens as count_input_tokens
+from workflows.stored import stored
+
+log = logging.getLogger(__name__)
+
+EVENT_LOG_LOST = "internal error: the event log could not be written (database unavailable)"
+
+
+@dataclass
+class _Round:
+    """One round of an agent: its message, its coalescer, what it streamed so far."""
+
+    node: NodeSpec
+    coalescer: Coalescer
+    message_id: int | None = None
+    request: CompletionRequest | None = None
+    streamed: int = 0
+    usage: Usage | None = None
+    last_save: float = field(default_factory=time.monotonic)
+    last_usage: float = field(default_factory=time.monotonic)
+
+
+class AgentExecutor:
+    async def execute(self, run: RunContext, node: NodeSpec) -> None:
+        await run.run_agent(node, round_=run.next_round(node.id), feedback=[])
+
+    async def run_round(
+        self, run: RunContext, node: NodeSpec, *, round_: int, feedback: list[str]
+    ) -> None:
+        """One round: stream, then complete (or fail, or stop)."""
+        agent = node.agent
+        assert agent is not None
+        if run.stopped:
+            return
+        this = _Round(
+            node=node,
+            coalescer=Coalescer(
+                session_id=run.session_id, node_id=node.id, agent_id=agent.id,
+                window=settings.TOKEN_COALESCE_MS / 1000.0,
+            ),
+        )
+        begin = asyncio.ensure_future(
+            stored.node_begin(
+                session_id=run.session_id, node_id=node.id, agent_id=agent.id, round=round_
+            )
+        )
+        try:
+            this.message_id = await asyncio.shield(begin)
+            run.status[node.id] = NodeStatus.RUNNING
+            run.rounds[node.id] = round_
+            this.request = await build_request(
+                run, node, feedback=feedback, before_message=this.message_id
+            )
+            await self._stream(run, this)
+            await this.coalescer.drain()
+            this.coalescer.check()
+        except asyncio.CancelledError:
+            if this.message_id is None:  # stopped while the node was starting: let that finish
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    this.message_id = await begin
+            await self._cancelled(run, this)
+            raise
+        except EventLogUnavailable as exc:
+            log.error("node %s of %s: streamed text could not be logged (%s)",
+                      node.id, run.session_id, exc)
+            await self._fail(run, this, EVENT_LOG_LOST, "internal")
+            return
+        except ProviderError as exc:
+            await self._fail(run, this, str(exc) or "the model provider failed", "provider_error")
+            return
+        except Exception as exc:  # a bug must fail this node, not the whole run half-way
+            log.exception("node %s of %s crashed", node.id, run.session_id)
+            await self._fail(run, this, f"internal error: {exc.__class__.__name__}", "internal")
+            return
+        try:
+            await self._complete(run, this, round_)
+        except TRANSIENT_DB_ERRORS as exc:
+            # The database stayed away past the retries: fail the node (with the logged
+            # text) so that its message is not left open with another text.
+            log.error("node %s of %s could not be completed (%s)", node.id, run.session_id, exc)
+            await self._fail(run, this, f"internal error: {exc.__class__.__name__}", "internal")
+
+    async def _stream(self, run: RunContext, this: _Round) -> None:
+        assert this.node.agent is not None and this.request is not None
+        stream = get_provider(this.node.agent.provider).stream(this.request)
+        try:
+            async for item in stream:
+                if isinstance(item, Usage):
+                    this.usage = item
+                    continue
+                await self._hold_if_paused(run, this)
+                this.coalescer.add(item)
+                this.coalescer.check()
+                this.streamed += 1
+                await self._checkpoint(run, this)
+        finally:
+            # Close the provider call now (HTTP stream, client), not when it is collected.
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _hold_if_paused(self, run: RunContext, this: _Round) -> None:
+        """Pause at a chunk boundary: what was streamed is stored, the chunk waits."""
+        if run.running.is_set():
+            return
+        await this.coalescer.drain()
+        this.coalescer.check()
+        await stored.node_set_status(
+            session_id=run.session_id, node_id=this.node.id, status=NodeStatus.PAUSED
+        )
+        await run.running.wait()
+        if run.stopped:
+            raise asyncio.CancelledError
+        await stored.node_set_status(
+            session_id=run.session_id, node_id=this.node.id, status=NodeStatus.RUNNING
+        )
+
+    async def _checkpoint(self, run: RunContext, this: _Round) -> None:
+        """Partial text (what the log holds so far) about once a second, live usage every
+        USAGE_INTERVAL_SECONDS."""
+        assert this.node.agent is not None and this.request is not None
+        now = time.monotonic()
+        if now - this.last_save >= settings.PARTIAL_SAVE_SECONDS and this.message_id is not None:
+            this.last_save = now
+            await stored.message_save_partial(
+                message_id=this.message_id, text=this.coalescer.text,
+                thinking=this.coalescer.thinking_text,
+            )
+        if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
+            this.last_usage = now
+            await this.coalescer.drain()
+            used_in = count_input_tokens(this.request)
+            model = this.request.model
+            await stored.usage_progress(
+                session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
+                model=model, input_tokens=used_in, output_tokens=this.streamed,
+                cost_usd=cost_usd(model=model, input_tokens=used_in, output_tokens=this.streamed),
+            )
+
+    async def _complete(self, run: RunContext, this: _Round, round_: int) -> None:
+        """Node done (every chunk stored: the log's text is the whole answer)."""
+        node, request = this.node, this.request
+        assert node.agent is not None and request is not None and this.message_id is not None
+        usage = this.usage or Usage(input_tokens=count_input_tokens(request),
+                                    output_tokens=this.streamed, estimated=True)
+        final_text = this.coalescer.text
+        await stored.node_complete(
+            session_id=run.session_id, node_id=node.id, agent_id=node.agent.id, round=round_,
+            model=request.model, message_id=this.message_id, text=final_text,
+            thinking=this.coalescer.thinking_text,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cost_usd=cost_usd(model=request.model, input_tokens=usage.input_tokens,
+                              output_tokens=usage.output_tokens),
+        )
+        run.outputs[node.id] = final_text
+        run.status[node.id] = NodeStatus.COMPLETED
+        run.interrupted.discard(node.id)
+
+    async def _cancelled(self, run: RunContext, this: _Round) -> None:
+        """Stopped mid-stream: keep exactly what viewers were sent, mark the node stopped."""
+        this.coalescer.discard()
+        run.status[this.node.id] = NodeStatus.STOPPED
+        if run.abandoned:
+            return
+        # Shielded as a whole: a second cancel must not reorder or cut the clean-up.
+        await asyncio.shield(self._write_stopped(run, this))
+
+    async def _write_stopped(self, run: RunContext, this: _Round) -> None:
+        await this.coalescer.settle()  # chunks already sent are stored before the stopped state
+        await stored.node_stopped(
+            session_id=run.session_id, node_id=this.node.id, message_id=this.message_id,
+            text=this.coalescer.text, thinking=this.coalescer.thinking_text,
+        )
+
+    async def _fail(self, run: RunContext, this: _Round, error: str, code: str) -> None:
+        """The message keeps what the log holds (after a drain: everything that streamed,
+        unless the log lost a chunk)."""
+        await this.coalescer.drain()
+        await stored.node_fail(
+            session_id=run.session_id, node_id=this.node.id, error=error, code=code,
+            message_id=this.message_id, text=this.coalescer.text,
+            thinking=this.coalescer.thinking_text,
+        )
+        run.status[this.node.id] = NodeStatus.FAILED

@@ -1,0 +1,108 @@
+"""A human-review node: ask, wait, and on a rejection send the reviewed agent back, up to
+``max_rounds``; then approve automatically with a note, so no session loops forever.
+
+Every step is read back from the rows first, so a runner taking over continues the round it
+finds (re-asking a pending review, or finishing a rejection's retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from realtime.vocabulary import NodeStatus, ReviewDecision
+from workflows.definitions import NodeSpec
+from workflows.nodes.base import RunContext
+from workflows.stored import stored
+from workflows.vocabulary import ReviewStatus
+
+POLL_SECONDS = 1.0
+
+
+class ReviewExecutor:
+    async def execute(self, run: RunContext, node: NodeSpec) -> None:
+        try:
+            if await self._rounds(run, node):
+                await stored.review_close(session_id=run.session_id, node_id=node.id)
+                run.status[node.id] = NodeStatus.COMPLETED
+        except asyncio.CancelledError:
+            run.status[node.id] = NodeStatus.STOPPED
+            if not run.abandoned:
+                await asyncio.shield(
+                    stored.node_stopped(session_id=run.session_id, node_id=node.id, message_id=None)
+                )
+            raise
+
+    async def _rounds(self, run: RunContext, node: NodeSpec) -> bool:
+        """True once approved; False if the reviewed agent failed its retry (node skipped)."""
+        options = node.options
+        reviewed = run.definition.node(options["reviews"])
+        max_rounds = int(options.get("max_rounds", 1))
+        round_ = max(1, run.rounds.get(node.id, 0))
+        while True:
+            run.rounds[node.id] = round_
+            if round_ - 1 >= max_rounds:
+                await stored.review_auto_approve(
+                    session_id=run.session_id, node_id=node.id, reviewed_node_id=reviewed.id,
+                    round=round_, reason=options["reason"],
+                    comment=f"approved automatically: {max_rounds} rejection round(s) used",
+                )
+                return True
+            await stored.review_open(
+                session_id=run.session_id, node_id=node.id, reviewed_node_id=reviewed.id,
+                round=round_, reason=options["reason"], timeout=options.get("timeout"),
+            )
+            decision, comment, decided_at = await self._decision(run, node, round_)
+            if decision == ReviewDecision.APPROVE:
+                return True
+            if not await self._answer_again(run, reviewed, comment, decided_at):
+                await stored.nodes_skip(
+                    session_id=run.session_id, node_ids=[node.id],
+                    reason="skipped: the reviewed node failed its retry",
+                )
+                run.status[node.id] = NodeStatus.SKIPPED
+                return False
+            round_ += 1
+
+    async def _answer_again(
+        self, run: RunContext, reviewed: NodeSpec, comment: str, decided_at: datetime | None
+    ) -> bool:
+        """Run the reviewed agent again with the comment, unless (after a take-over) that
+        retry already completed. True when the reviewed node has a fresh answer."""
+        if reviewed.id not in run.interrupted and await stored.answered_after(
+            session_id=run.session_id, node_id=reviewed.id, moment=decided_at
+        ):
+            return True
+        await run.run_agent(
+            reviewed, round_=run.next_round(reviewed.id), feedback=[comment or "(no comment)"]
+        )
+        return run.status[reviewed.id] == NodeStatus.COMPLETED
+
+    async def _decision(self, run: RunContext, node: NodeSpec, round_: int) -> tuple[str, str, Any]:
+        """Wait for a human (woken by the review control message, polled every second);
+        apply the default decision once the deadline passed while the session runs."""
+        while True:
+            run.review_wake.clear()
+            review = await stored.review_state(
+                session_id=run.session_id, node_id=node.id, round=round_
+            )
+            if review is None or review.status == ReviewStatus.CANCELLED:
+                run.stop()  # the session was stopped; the control message may be late
+                raise asyncio.CancelledError
+            if review.status in (ReviewStatus.DECIDED, ReviewStatus.TIMED_OUT):
+                return review.decision, review.comment, review.decided_at
+            wait = POLL_SECONDS
+            if review.deadline is not None and run.running.is_set():
+                left = (review.deadline - timezone.now()).total_seconds()
+                if left <= 0 and await stored.review_decide_default(
+                    session_id=run.session_id, node_id=node.id,
+                    decision=node.options.get("default_decision", ReviewDecision.APPROVE),
+                ):
+                    continue
+                wait = max(0.05, min(wait, left)) if left > 0 else wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.review_wake.wait(), timeout=wait)

@@ -1,0 +1,254 @@
+"""Runs one session's workflow: schedules its nodes, follows pause/resume/stop.
+
+Nodes whose dependencies completed run concurrently, each handed to the executor of its type
+(``workflows.nodes``); the runner itself never streams, asks or writes a node's rows. A run
+can be continued by another runner after a crash: completed nodes keep their output and usage
+and are never run again (docs/engine.md).
+
+Failure policy: a failed node's dependents are skipped; branches that do not depend on it run
+to the end; the session then ends ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from realtime.publisher import get_publisher
+from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus, SessionStatus
+from workflows.control import RunAction
+from workflows.definitions import NodeSpec, WorkflowDefinition
+from workflows.nodes import AGENT, EXECUTORS
+from workflows.pricing import known_model
+from workflows.providers import effective_model
+from workflows.store import RunStart
+from workflows.stored import stored
+from workflows.vocabulary import NodeType
+
+log = logging.getLogger(__name__)
+
+# A dependency in one of these will never complete in this run.
+UNRUNNABLE = frozenset({NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.STOPPED})
+# The session's status after any of these: the runner stops.
+ENDED = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED, None})
+
+
+class SessionRunner:
+    """Executes one session in the runner's event loop (a ``nodes.RunContext``)."""
+
+    def __init__(self, *, session_id: str, definition: WorkflowDefinition) -> None:
+        self.session_id = str(session_id)
+        self.definition = definition
+        self.status: dict[str, str] = {n.id: NodeStatus.PENDING for n in definition.nodes}
+        self.outputs: dict[str, str] = {}
+        self.rounds: dict[str, int] = {}
+        self.interrupted: set[str] = set()
+        self.running = asyncio.Event()
+        self.running.set()
+        self.stopped = False
+        # Set when another runner owns the run now (lease lost, shutdown): write nothing more.
+        self.abandoned = False
+        self.finishing = False
+        self.control_at = 0.0
+        self.review_wake = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ control
+    def on_control(self, action: str) -> None:
+        """pause/resume/stop/review from the services (via the channel layer)."""
+        self.control_at = time.monotonic()
+        if action == RunAction.PAUSE:
+            self.running.clear()
+        elif action == RunAction.RESUME:
+            self.running.set()
+            self.review_wake.set()
+        elif action == RunAction.STOP:
+            self.stop()
+        elif action == RunAction.REVIEW:
+            self.review_wake.set()
+
+    def apply_status(self, status: str | None, read_at: float | None = None) -> None:
+        """Re-read session status (lease renewal): recovers a lost control message.
+
+        A status read before the last control message arrived is stale (a pause committed
+        right after the read would otherwise be undone until the next renewal): ignore it."""
+        if read_at is not None and read_at < self.control_at:
+            return
+        if status in ENDED:
+            self.stop()
+        elif status == SessionStatus.PAUSED:
+            self.running.clear()
+        else:
+            self.running.set()
+            self.review_wake.set()
+
+    def stop(self) -> None:
+        """Cancel every node task: provider calls end now, nodes are marked stopped."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.running.set()
+        for task in self.tasks.values():
+            task.cancel()
+
+    def abandon(self) -> None:
+        """Stop without writing anything: the run is (or will be) someone else's."""
+        self.abandoned = True
+        self.stop()
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> str | None:
+        """Run (or continue) the session to its end; returns the final session status."""
+        begin = await stored.run_begin(session_id=self.session_id)
+        if begin is None:
+            return None
+        self._load(begin)
+        self.apply_status(begin.status)
+        error = ""
+        try:
+            error = await self._refuse_unpriced()
+            if not error:
+                await self._schedule()
+        except asyncio.CancelledError:
+            self.abandon()
+            raise
+        except Exception as exc:  # a bug or a database outage: fail cleanly, never half-way
+            log.exception("run of %s failed", self.session_id)
+            error = f"internal error: {exc.__class__.__name__}"
+        finally:
+            await self._end_tasks()
+        if self.abandoned:
+            return None
+        await get_publisher().flush()
+        self.finishing = True
+        return await stored.run_finish(session_id=self.session_id, error=error)
+
+    def _load(self, begin: RunStart) -> None:
+        """Take the state a previous runner left (all pending on a fresh start)."""
+        for node_id, status in begin.node_status.items():
+            # A review that was waiting when the previous runner died is asked again.
+            self.status[node_id] = NodeStatus.PENDING if status == NodeStatus.WAITING_REVIEW else status
+        self.outputs.update(begin.outputs)
+        self.rounds.update(begin.rounds)
+        self.interrupted = set(begin.interrupted)
+        for node in self.definition.nodes:
+            target = node.options.get("reviews") if node.type == NodeType.HUMAN_REVIEW else None
+            if begin.node_status.get(node.id) == NodeStatus.WAITING_REVIEW and target in self.interrupted:
+                # The reviewed agent was answering a rejection: the review re-runs it.
+                self.status[target] = NodeStatus.COMPLETED
+
+    async def _end_tasks(self) -> None:
+        """Cancel what still runs (not twice: a second cancel would cut its clean-up)."""
+        for task in self.tasks.values():
+            if not task.done() and not task.cancelling():
+                task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _refuse_unpriced(self) -> str:
+        """Fail at the start, not mid-way, if a model that would run has no price."""
+        missing: dict[str, str] = {}
+        for node in self.definition.nodes:
+            if node.agent is None or self.status[node.id] in FINAL_NODE_STATUSES:
+                continue
+            try:
+                model = effective_model(node.agent.provider, node.agent.model)
+            except ValueError as exc:
+                missing[node.id] = str(exc)
+                continue
+            if not known_model(model):
+                missing[node.id] = (
+                    f"model {model!r} has no price in workflows.pricing; add it with "
+                    "EXTRA_MODEL_PRICES=name:input_per_million:output_per_million"
+                )
+        if not missing:
+            return ""
+        for node_id, error in missing.items():
+            await stored.node_fail(
+                session_id=self.session_id, node_id=node_id, error=error, code="node_failed",
+                message_id=None,
+            )
+            self.status[node_id] = NodeStatus.FAILED
+        pending = [n for n, s in self.status.items() if s == NodeStatus.PENDING]
+        await stored.nodes_skip(
+            session_id=self.session_id, node_ids=pending,
+            reason="not run: the workflow uses a model without a price",
+        )
+        return f"cannot run: {next(iter(missing.values()))}"
+
+    # ------------------------------------------------------------------ scheduling
+    def _ready(self) -> list[NodeSpec]:
+        return [
+            node
+            for node in self.definition.nodes
+            if self.status[node.id] == NodeStatus.PENDING
+            and node.id not in self.tasks
+            and all(self.status[d] == NodeStatus.COMPLETED for d in node.depends_on)
+        ]
+
+    def _blocked(self) -> list[str]:
+        return [
+            node.id
+            for node in self.definition.nodes
+            if self.status[node.id] == NodeStatus.PENDING
+            and any(self.status[d] in UNRUNNABLE for d in node.depends_on)
+        ]
+
+    async def _skip_blocked(self) -> None:
+        blocked = self._blocked()
+        while blocked:
+            await stored.nodes_skip(
+                session_id=self.session_id, node_ids=blocked,
+                reason="skipped: a node it depends on failed",
+            )
+            for node_id in blocked:
+                self.status[node_id] = NodeStatus.SKIPPED
+            blocked = self._blocked()
+
+    async def _schedule(self) -> None:
+        while not self.stopped:
+            await self._skip_blocked()
+            ready = self._ready()
+            if ready:
+                await self.running.wait()  # paused: start nothing new
+                if self.stopped:
+                    break
+                await self._launch(ready)
+            if not self.tasks:
+                break
+            done, _ = await asyncio.wait(
+                list(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED
+            )
+            for node_id, task in list(self.tasks.items()):
+                if task in done:
+                    del self.tasks[node_id]
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+
+    async def _launch(self, ready: list[NodeSpec]) -> None:
+        """Start nodes together; more than one is announced as a parallel start."""
+        if len(ready) > 1:
+            trigger = ready[0].depends_on[-1] if ready[0].depends_on else None
+            await get_publisher().publish(
+                session_id=self.session_id, event=EventName.NODE_PARALLEL_START, node_id=trigger,
+                data={"node_id": trigger, "branches": [n.id for n in ready]},
+            )
+            if self.stopped:
+                return
+        for node in ready:
+            self.status[node.id] = NodeStatus.RUNNING
+            self.tasks[node.id] = asyncio.create_task(
+                EXECUTORS[node.type].execute(self, node), name=f"node-{node.id}"
+            )
+
+    def next_round(self, node_id: str) -> int:
+        """A new round, or the same round again for a node a dead runner left half-done
+        (its usage row was never written, so nothing is counted twice)."""
+        current = self.rounds.get(node_id, 0)
+        if node_id in self.interrupted and current > 0:
+            return current
+        return current + 1 if self.status.get(node_id) == NodeStatus.COMPLETED else max(1, current)
+
+    async def run_agent(self, node: NodeSpec, *, round_: int, feedback: list[str]) -> None:
+        await AGENT.run_round(self, node, round_=round_, feedback=feedback)

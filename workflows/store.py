@@ -1,0 +1,147 @@
+"""What a runner needs written and read, and where the app that owns sessions plugs it in.
+
+The engine decides; it never touches a model. Every row it needs (node states, transcript,
+usage, reviews, the run lease) belongs to the app that owns sessions, which implements
+``RunStore`` and registers it from its ``AppConfig.ready()``. Keeping the rows behind this
+one interface is what lets ``workflows`` depend on ``realtime`` only, and shows in one place
+everything a runner persists: each write is one transaction that stores the rows and the
+events describing them together (broadcast after commit); each is safe to call again after
+an error (nothing was committed), which is how the engine rides out a database blip.
+
+All methods are synchronous and keyword-only; the engine calls them in the database thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from django.core.exceptions import ImproperlyConfigured
+
+from workflows.vocabulary import ReviewStatus
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a runner needs to continue a run: the rows, as the previous runner left them."""
+
+    status: str
+    fresh: bool
+    completed: dict[str, str]  # node_id -> output, for completed nodes
+    node_status: dict[str, str]
+    rounds: dict[str, int]
+    outputs: dict[str, str] = field(default_factory=dict)  # last completed answer of every node
+    interrupted: frozenset[str] = frozenset()  # nodes a dead runner left half-done
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """One round of a human review, as stored."""
+
+    status: ReviewStatus
+    decision: str
+    comment: str
+    decided_at: datetime | None
+    deadline: datetime | None
+
+
+class RunStore(Protocol):
+    # --------------------------------------------------------------- the run
+    def run_begin(self, *, session_id: str) -> RunStart | None:
+        """Enter the run (a fresh start announces it; a take-over settles what a dead runner
+        left half-done). None if the session already finished."""
+
+    def run_finish(self, *, session_id: str, error: str = "") -> str | None:
+        """End the run (completed, or failed with ``error``); returns the final status."""
+
+    def run_definition(self, *, session_id: str) -> dict[str, Any]:
+        """The copy of the workflow definition the session runs."""
+
+    # --------------------------------------------------------------- leases
+    def claim_runs(
+        self, *, owner: str, limit: int, lease_seconds: float, only: Any = None
+    ) -> list[str]: ...
+
+    def renew_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> str | None:
+        """Extend ``owner``'s lease; the session's status, or None if the lease was lost."""
+
+    def take_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> bool: ...
+
+    def release_lease(self, *, session_id: str, owner: str) -> None: ...
+
+    # --------------------------------------------------------------- agent nodes
+    def node_begin(self, *, session_id: str, node_id: str, agent_id: str, round: int) -> int:
+        """The node streams now; returns the id of its transcript message."""
+
+    def node_set_status(self, *, session_id: str, node_id: str, status: str) -> None: ...
+
+    def message_save_partial(self, *, message_id: int, text: str, thinking: str) -> None: ...
+
+    def node_complete(
+        self, *, session_id: str, node_id: str, agent_id: str, round: int, model: str,
+        message_id: int, text: str, thinking: str, input_tokens: int, output_tokens: int,
+        cost_usd: Decimal,
+    ) -> None: ...
+
+    def usage_progress(
+        self, *, session_id: str, node_id: str, agent_id: str, model: str, input_tokens: int,
+        output_tokens: int, cost_usd: Decimal,
+    ) -> None: ...
+
+    def node_fail(
+        self, *, session_id: str, node_id: str, error: str, code: str, message_id: int | None,
+        text: str = "", thinking: str = "",
+    ) -> None: ...
+
+    def node_stopped(
+        self, *, session_id: str, node_id: str, message_id: int | None, text: str = "",
+        thinking: str = "",
+    ) -> None: ...
+
+    def nodes_skip(self, *, session_id: str, node_ids: list[str], reason: str) -> None: ...
+
+    def user_messages_before(
+        self, *, session_id: str, before_id: int | None = None
+    ) -> list[dict[str, str]]:
+        """Users' messages an agent starting now may read."""
+
+    # --------------------------------------------------------------- review nodes
+    def review_open(
+        self, *, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
+        timeout: int | None,
+    ) -> None: ...
+
+    def review_auto_approve(
+        self, *, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
+        comment: str,
+    ) -> None: ...
+
+    def review_state(self, *, session_id: str, node_id: str, round: int) -> ReviewState | None: ...
+
+    def review_decide_default(self, *, session_id: str, node_id: str, decision: str) -> bool:
+        """Record ``decision`` as timed out; False if it cannot be now (decided meanwhile)."""
+
+    def review_comments(self, *, session_id: str, node_id: str) -> list[str]: ...
+
+    def answered_after(self, *, session_id: str, node_id: str, moment: datetime) -> bool: ...
+
+    def review_close(self, *, session_id: str, node_id: str) -> None: ...
+
+
+_store: RunStore | None = None
+
+
+def register_store(store: RunStore) -> None:
+    global _store
+    _store = store
+
+
+def get_store() -> RunStore:
+    if _store is None:
+        raise ImproperlyConfigured(
+            "no run store registered: the app that owns sessions must call "
+            "workflows.store.register_store() in its AppConfig.ready()"
+        )
+    return _store
