@@ -1,4 +1,5 @@
 import copy
+import io
 import itertools
 import json
 from dataclasses import replace
@@ -6,8 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.apps import apps
 from django.conf import settings as django_settings
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
+from workflows.apps import check_workflow_definitions
 from workflows.definitions import (
     AgentSpec,
     DefinitionError,
@@ -557,3 +563,48 @@ def test_node_spec_is_frozen(tmp_path):
     spec: NodeSpec = definition.node("draft")
     with pytest.raises(AttributeError):
         spec.title = "changed"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- system check
+# A full ``check`` also runs Django's model checks, which ask the (SQLite) database about
+# its features, hence django_db.
+
+
+@pytest.mark.django_db
+def test_system_check_passes_with_the_shipped_files():
+    call_command("check", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_system_check_passes_with_a_good_directory(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    write(tmp_path, VALID)
+    assert check_workflow_definitions(None) == []
+    call_command("check", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_system_check_stops_on_a_broken_file(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    write(tmp_path, VALID)
+    broken = mutated(lambda d: node(d, "draft").update(options={"max_tokens": 0}))
+    path = write(tmp_path, {**broken, "slug": "broken"}, name="broken")
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check", stdout=io.StringIO())
+    text = str(info.value)
+    assert "(workflows.E001)" in text
+    assert f"{path}: node 'draft': options.max_tokens: Input should be greater than or equal to 1" in text
+    [error] = check_workflow_definitions(None)
+    assert error.id == "workflows.E001" and error.level == checks.ERROR
+
+
+def test_system_check_stops_on_an_empty_directory(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    with pytest.raises(SystemCheckError, match="no workflow files found"):
+        call_command("check", tags=["workflows"], stdout=io.StringIO())
+
+
+def test_system_check_runs_only_when_asked_for_workflows(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path  # empty: an error if checked
+    assert check_workflow_definitions([apps.get_app_config("realtime")]) == []
+    assert len(check_workflow_definitions([apps.get_app_config("workflows")])) == 1
