@@ -1,11 +1,32 @@
-"""The words of running a workflow, each defined once (``str`` enums; ``TextChoices`` where
-the app that owns sessions stores them)."""
+"""The words of running a workflow, each defined once.
+
+``realtime.vocabulary`` holds the words of the meeting protocol (events, commands, statuses,
+review decisions); these are the ones only the workflow layer knows: which kinds of node a
+workflow has, which providers can answer for an agent, where a human review stands. They are
+``str`` enums (Django ``TextChoices`` where the app that owns sessions stores them), so they
+compare equal to, hash like and serialise as their values: a definition stored as JSON or a
+setting such as ``LLM_PROVIDER=openai`` needs no conversion.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
 from django.db import models
+
+
+class NodeType(models.TextChoices):
+    """What a workflow node does (``nodes[].type``; stored on each node state)."""
+
+    AGENT = "agent"
+    HUMAN_REVIEW = "human_review"
+
+
+class ProviderName(StrEnum):
+    """Which implementation streams an agent's answer (``agents.<id>.provider``)."""
+
+    SCRIPTED = "scripted"
+    OPENAI = "openai"
 
 
 class ReviewStatus(models.TextChoices):
@@ -15,17 +36,3 @@ class ReviewStatus(models.TextChoices):
     DECIDED = "decided"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
-
-
-class NodeType(models.TextChoices):
-    """What a node of a workflow does (stored on each node state)."""
-
-    AGENT = "agent"
-    HUMAN_REVIEW = "human_review"
-
-
-class ProviderName(StrEnum):
-    """Which implementation streams an agent's answers."""
-
-    SCRIPTED = "scripted"
-    OPENAI = "openai"

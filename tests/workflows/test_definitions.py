@@ -1,11 +1,19 @@
 import copy
+import io
+import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from django.apps import apps
 from django.conf import settings as django_settings
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
+from workflows.apps import check_workflow_definitions
 from workflows.definitions import (
     AgentSpec,
     DefinitionError,
@@ -238,14 +246,25 @@ def test_source_is_relative_to_the_project_for_shipped_files():
 
 
 # --------------------------------------------------------------------------- errors
+#
+# Every message is "<file>: [node '<id>': ]<path to the field>: <what is wrong>"; the tests
+# compare ``detail`` (the part after the file and node) exactly, so the path is checked too.
 
 
 def test_error_message_format(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(depends_on=["ghost"])))
     path = tmp_path / "tiny.yaml"
-    assert str(err) == f"{path}: node 'left': depends on unknown node 'ghost'"
+    assert str(err) == f"{path}: node 'left': depends_on: unknown node 'ghost'"
     assert err.node_id == "left"
+    assert err.detail == "depends_on: unknown node 'ghost'"
     assert isinstance(err, ValueError)
+
+
+def test_error_message_without_a_node(tmp_path):
+    err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(model="")))
+    path = tmp_path / "tiny.yaml"
+    assert str(err) == f"{path}: agents.critic.model: String should not be blank"
+    assert err.node_id is None
 
 
 def test_cycle_names_a_node_on_the_cycle(tmp_path):
@@ -256,12 +275,18 @@ def test_cycle_names_a_node_on_the_cycle(tmp_path):
     assert "dependency cycle" in str(err)
     assert err.node_id in {"draft", "left", "right", "final"}
     assert f"node '{err.node_id}'" in str(err)
+    # The whole cycle is shown, each node feeding the next (graphlib's CycleError).
+    cycle = err.detail.removeprefix("dependency cycle: ").split(" -> ")
+    assert cycle[0] == cycle[-1] == err.node_id
+    deps = {n["id"]: n.get("depends_on", []) for n in mutated(change)["nodes"]}
+    for before, after in itertools.pairwise(cycle):
+        assert before in deps[after]
 
 
 def test_self_dependency_is_a_cycle(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(depends_on=["left"])))
     assert err.node_id == "left"
-    assert "cycle" in str(err)
+    assert err.detail == "dependency cycle: left -> left"
 
 
 def test_cycle_not_through_roots(tmp_path):
@@ -272,100 +297,162 @@ def test_cycle_not_through_roots(tmp_path):
     err = load_error(tmp_path, mutated(change))
     assert "dependency cycle" in str(err)
     assert err.node_id in {"left", "right"}
+    assert err.detail in ("dependency cycle: left -> right -> left", "dependency cycle: right -> left -> right")
+
+
+def test_topological_order_of_a_hand_built_cycle_is_an_error(tmp_path):
+    definition = load_file(write(tmp_path, VALID))
+    draft = definition.node("draft")
+    looped = replace(
+        definition,
+        nodes=(replace(draft, depends_on=("final",)), *definition.nodes[1:]),
+        source="by hand",
+    )
+    with pytest.raises(DefinitionError, match="by hand: dependency cycle: "):
+        looped.topological_order()
 
 
 def test_unknown_agent(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(agent="ghost")))
     assert err.node_id == "left"
-    assert "unknown agent 'ghost'" in str(err)
+    assert err.detail == "agent: unknown agent 'ghost'"
 
 
 def test_agent_node_without_agent(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").pop("agent")))
     assert err.node_id == "left"
-    assert "'agent'" in str(err)
+    assert err.detail == "agent: Field required"
 
 
 def test_unknown_model(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(model="gpt-99")))
-    assert "agent 'critic' uses unknown model 'gpt-99'" in str(err)
+    assert err.node_id is None
+    assert err.detail == (
+        "agents.critic.model: unknown model 'gpt-99' (not in workflows.pricing; add it to EXTRA_MODEL_PRICES)"
+    )
 
 
 def test_unknown_provider(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(provider="anthropic")))
-    assert "unknown provider 'anthropic'" in str(err)
+    assert err.detail == "agents.critic.provider: Input should be 'scripted' or 'openai'"
 
 
 def test_duplicate_node_id(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d["nodes"].append(dict(node(d, "left")))))
     assert err.node_id == "left"
-    assert "duplicate node id" in str(err)
+    assert err.detail == "id: duplicate node id"
+
+
+def test_duplicate_dependency(tmp_path):
+    err = load_error(tmp_path, mutated(lambda d: node(d, "final").update(depends_on=["left", "left"])))
+    assert err.node_id == "final"
+    assert err.detail == "depends_on: lists 'left' twice"
 
 
 @pytest.mark.parametrize(
-    ("node_id", "options", "fragment"),
+    ("node_id", "options", "detail"),
     [
-        ("draft", {"max_tokens": "ten"}, "'max_tokens' must be an integer"),
-        ("draft", {"max_tokens": 0}, "'max_tokens' must be an integer"),
-        ("draft", {"max_tokens": True}, "'max_tokens' must be an integer"),
-        ("draft", {"fail": "yes"}, "'fail' must be true or false"),
-        ("draft", {"thinking": 1}, "'thinking' must be true or false"),
-        ("draft", {"temperature": "hot"}, "'temperature' must be a number"),
-        ("draft", {"temperature": 3}, "'temperature' must be a number"),
-        ("draft", {"fail_after_tokens": -1}, "'fail_after_tokens' must be an integer"),
-        ("check", {"timeout": "5m"}, "'timeout' must be an integer"),
-        ("check", {"timeout": 0}, "'timeout' must be an integer"),
-        ("check", {"default_decision": "maybe"}, "'default_decision' must be approve or reject"),
-        ("check", {"max_rounds": 0}, "'max_rounds' must be an integer >= 1"),
-        ("check", {"reason": 5}, "'reason' must be a string"),
+        ("draft", {"max_tokens": "ten"}, "options.max_tokens: Input should be a valid integer"),
+        ("draft", {"max_tokens": 0}, "options.max_tokens: Input should be greater than or equal to 1"),
+        ("draft", {"max_tokens": True}, "options.max_tokens: Input should be a valid integer"),
+        ("draft", {"max_tokens": 2.0}, "options.max_tokens: Input should be a valid integer"),
+        ("draft", {"fail": "yes"}, "options.fail: Input should be a valid boolean"),
+        ("draft", {"thinking": 1}, "options.thinking: Input should be a valid boolean"),
+        ("draft", {"temperature": "hot"}, "options.temperature: Input should be a valid number"),
+        ("draft", {"temperature": True}, "options.temperature: Input should be a valid number"),
+        ("draft", {"temperature": 3}, "options.temperature: Input should be less than or equal to 2"),
+        ("draft", {"fail_after_tokens": -1}, "options.fail_after_tokens: Input should be greater than or equal to 0"),
+        ("check", {"timeout": "5m"}, "options.timeout: Input should be a valid integer"),
+        ("check", {"timeout": 0}, "options.timeout: Input should be greater than or equal to 1"),
+        ("check", {"default_decision": "maybe"}, "options.default_decision: Input should be 'approve' or 'reject'"),
+        ("check", {"max_rounds": 0}, "options.max_rounds: Input should be greater than or equal to 1"),
+        ("check", {"reason": 5}, "options.reason: Input should be a valid string"),
+        ("check", {"reviews": "Final"}, "options.reviews: String should match pattern '^[a-z][a-z0-9_]{0,39}$'"),
     ],
 )
-def test_bad_option_types(tmp_path, node_id, options, fragment):
+def test_bad_option_types(tmp_path, node_id, options, detail):
     err = load_error(tmp_path, mutated(lambda d: node(d, node_id).update(options=options)))
     assert err.node_id == node_id
-    assert fragment in str(err)
+    assert err.detail == detail
+
+
+def test_options_are_typed_on_load(tmp_path):
+    def change(d):
+        node(d, "draft")["options"] = {"temperature": 1, "thinking": False, "fail_after_tokens": 0}
+        node(d, "check")["options"] = {"default_decision": "reject", "timeout": 5, "max_rounds": 3}
+
+    definition = load_file(write(tmp_path, mutated(change)))
+    options = definition.node("draft").options
+    assert options == {"temperature": 1.0, "thinking": False, "fail_after_tokens": 0}
+    assert type(options["temperature"]) is float
+    review = definition.node("check").options
+    assert review["default_decision"] == "reject" and type(review["default_decision"]) is str
+    assert (review["timeout"], review["max_rounds"]) == (5, 3)
+
+
+def test_null_means_the_default(tmp_path):
+    def change(d):
+        node(d, "draft").update(depends_on=None, options=None, title=None)
+        node(d, "check").update(options=None)
+        node(d, "left").update(options={"max_tokens": None})
+
+    definition = load_file(write(tmp_path, mutated(change)))
+    draft = definition.node("draft")
+    assert (draft.depends_on, draft.options, draft.title) == ((), {}, "Writer")
+    assert definition.node("left").options == {}
+    assert definition.node("check").options["reviews"] == "final"
 
 
 def test_bad_field_types(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(depends_on="draft")))
-    assert err.node_id == "left" and "'depends_on' must be a list" in str(err)
+    assert err.node_id == "left" and err.detail == "depends_on: Input should be a valid list"
+    err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(depends_on=["draft", 5])))
+    assert err.node_id == "left" and err.detail == "depends_on[1]: Input should be a valid string"
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(title=5)))
-    assert err.node_id == "left" and "'title' must be a string" in str(err)
+    assert err.node_id == "left" and err.detail == "title: Input should be a valid string"
+    err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(title="  ")))
+    assert err.node_id == "left" and err.detail == "title: String should not be blank"
     err = load_error(tmp_path, mutated(lambda d: d.update(nodes={"a": 1})))
-    assert "'nodes' must be a list" in str(err)
+    assert err.node_id is None and err.detail == "nodes: Input should be a valid list"
+    err = load_error(tmp_path, mutated(lambda d: d["nodes"].append("summary")))
+    assert err.node_id is None and err.detail == "nodes[5]: Input should be a mapping, got str"
     err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(prompt=["x"])))
-    assert "agent 'critic' 'prompt' must be a string" in str(err)
+    assert err.detail == "agents.critic.prompt: Input should be a valid string"
+    err = load_error(tmp_path, mutated(lambda d: d.update(name=True)))
+    assert err.detail == "name: Input should be a valid string"
+    err = load_error(tmp_path, mutated(lambda d: d.update(description=None)))
+    assert err.detail == "description: Input should be a valid string"
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(type="robot")))
-    assert err.node_id == "left" and "unknown type 'robot'" in str(err)
+    assert err.node_id == "left" and err.detail == "type: Input should be 'agent' or 'human_review'"
 
 
 @pytest.mark.parametrize(
-    ("change", "node_id", "fragment"),
+    ("change", "node_id", "detail"),
     [
-        (lambda d: d.update(nmae="typo"), None, "unknown key 'nmae' in the workflow"),
-        (lambda d: d["agents"]["critic"].update(modle="x"), None, "unknown key 'modle'"),
-        (lambda d: node(d, "left").update(depends="draft"), "left", "unknown key 'depends'"),
+        (lambda d: d.update(nmae="typo"), None, "nmae: Extra inputs are not permitted"),
+        (lambda d: d["agents"]["critic"].update(modle="x"), None, "agents.critic.modle: Extra inputs are not permitted"),
+        (lambda d: node(d, "left").update(depends="draft"), "left", "depends: Extra inputs are not permitted"),
         (
             lambda d: node(d, "draft").update(options={"max_token": 5}),
             "draft",
-            "unknown key 'max_token' in agent options",
+            "options.max_token: Extra inputs are not permitted",
         ),
         (
             lambda d: node(d, "check").update(options={"timout": 5}),
             "check",
-            "unknown key 'timout' in human_review options",
+            "options.timout: Extra inputs are not permitted",
         ),
         (
             lambda d: node(d, "check").update(options={"max_tokens": 5}),
             "check",
-            "unknown key 'max_tokens' in human_review options",
+            "options.max_tokens: Extra inputs are not permitted",
         ),
     ],
 )
-def test_unknown_keys_are_errors(tmp_path, change, node_id, fragment):
+def test_unknown_keys_are_errors(tmp_path, change, node_id, detail):
     err = load_error(tmp_path, mutated(change))
     assert err.node_id == node_id
-    assert fragment in str(err)
+    assert err.detail == detail
 
 
 def test_duplicate_yaml_key_is_an_error(tmp_path):
@@ -378,20 +465,24 @@ def test_duplicate_yaml_key_is_an_error(tmp_path):
 
 def test_missing_required_keys(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].pop("prompt")))
-    assert "agent 'critic' is missing required key 'prompt'" in str(err)
+    assert err.detail == "agents.critic.prompt: Field required"
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").pop("type")))
-    assert err.node_id == "left" and "missing required key 'type'" in str(err)
+    assert err.node_id == "left" and err.detail == "type: Field required"
+    err = load_error(tmp_path, mutated(lambda d: d.pop("agents")))
+    assert err.detail == "agents: Field required"
 
 
-def test_at_least_one_node(tmp_path):
+def test_at_least_one_node_and_agent(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d.update(nodes=[])))
-    assert "at least one node" in str(err)
+    assert err.detail == "nodes: List should have at least 1 item after validation, not 0"
+    err = load_error(tmp_path, mutated(lambda d: d.update(agents={})))
+    assert err.detail == "agents: Dictionary should have at least 1 item after validation, not 0"
 
 
 @pytest.mark.parametrize("slug", ["Demo", "-demo", "demo_1", "a" * 51, ""])
 def test_bad_slug(tmp_path, slug):
     err = load_error(tmp_path, mutated(lambda d: d.update(slug=slug)))
-    assert "slug" in str(err)
+    assert err.detail == "slug: String should match pattern '^[a-z0-9][a-z0-9-]{0,49}$'"
 
 
 def test_slug_must_match_file_name(tmp_path):
@@ -403,37 +494,48 @@ def test_slug_must_match_file_name(tmp_path):
 @pytest.mark.parametrize("bad_id", ["Left", "1st", "with-dash", "x" * 41])
 def test_bad_node_id(tmp_path, bad_id):
     err = load_error(tmp_path, mutated(lambda d: node(d, "left").update(id=bad_id)))
-    assert "needs an 'id' matching" in str(err)
+    assert err.node_id is None  # not usable as a name: the message says where the node is
+    assert err.detail == "nodes[1].id: String should match pattern '^[a-z][a-z0-9_]{0,39}$'"
+
+
+def test_bad_agent_id(tmp_path):
+    err = load_error(tmp_path, mutated(lambda d: d["agents"].update(Critic=d["agents"]["critic"])))
+    assert err.detail == "agents.Critic (key): String should match pattern '^[a-z][a-z0-9_]{0,39}$'"
 
 
 @pytest.mark.parametrize(
-    ("options", "depends_on", "fragment"),
+    ("options", "depends_on", "detail"),
     [
-        ({"reviews": "ghost"}, ["final"], "reviews unknown node 'ghost'"),
+        ({"reviews": "ghost"}, ["final"], "options.reviews: unknown node 'ghost'"),
         ({"reviews": "left"}, ["final"], None),  # an ancestor further up is fine
-        ({}, ["left", "right"], "set options.reviews"),
-        ({"reviews": "final"}, [], "not upstream"),
-        ({"reviews": "final"}, ["draft"], "not upstream"),
-        ({"reviews": "other_review"}, ["other_review"], "not an agent node"),
+        (
+            {},
+            ["left", "right"],
+            "options.reviews: required when the review does not have exactly one dependency "
+            "(it cannot guess which agent node it reviews)",
+        ),
+        ({"reviews": "final"}, [], "options.reviews: 'final' is not upstream of this review (add it to depends_on)"),
+        ({"reviews": "final"}, ["draft"], "options.reviews: 'final' is not upstream of this review (add it to depends_on)"),
+        ({"reviews": "other_review"}, ["other_review"], "options.reviews: 'other_review' is not an agent node"),
     ],
 )
-def test_review_target(tmp_path, options, depends_on, fragment):
+def test_review_target(tmp_path, options, depends_on, detail):
     def change(d):
         d["nodes"].append({"id": "other_review", "type": "human_review", "depends_on": ["draft"]})
         node(d, "check").update(options=options, depends_on=depends_on)
 
     data = mutated(change)
-    if fragment is None:
+    if detail is None:
         assert load_file(write(tmp_path, data)).node("check").options["reviews"] == "left"
         return
     err = load_error(tmp_path, data)
     assert err.node_id == "check"
-    assert fragment in str(err)
+    assert err.detail == detail
 
 
 def test_review_nodes_take_no_agent(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: node(d, "check").update(agent="writer")))
-    assert err.node_id == "check" and "take no 'agent'" in str(err)
+    assert err.node_id == "check" and err.detail == "agent: Extra inputs are not permitted"
 
 
 def test_invalid_yaml(tmp_path):
@@ -442,8 +544,18 @@ def test_invalid_yaml(tmp_path):
     with pytest.raises(DefinitionError, match="invalid YAML"):
         load_file(path)
     path.write_text("- just\n- a list\n")
-    with pytest.raises(DefinitionError, match="must be a mapping"):
+    with pytest.raises(DefinitionError, match="Input should be a mapping, got list"):
         load_file(path)
+    path.write_text("")
+    with pytest.raises(DefinitionError, match="Input should be a mapping, got null"):
+        load_file(path)
+
+
+def test_from_dict_errors_name_the_source():
+    data = mutated(lambda d: node(d, "draft").update(options={"max_tokens": 0}))
+    with pytest.raises(DefinitionError) as info:
+        WorkflowDefinition.from_dict(data, source="session 7")
+    assert str(info.value) == "session 7: node 'draft': options.max_tokens: Input should be greater than or equal to 1"
 
 
 def test_node_spec_is_frozen(tmp_path):
@@ -451,3 +563,48 @@ def test_node_spec_is_frozen(tmp_path):
     spec: NodeSpec = definition.node("draft")
     with pytest.raises(AttributeError):
         spec.title = "changed"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- system check
+# A full ``check`` also runs Django's model checks, which ask the (SQLite) database about
+# its features, hence django_db.
+
+
+@pytest.mark.django_db
+def test_system_check_passes_with_the_shipped_files():
+    call_command("check", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_system_check_passes_with_a_good_directory(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    write(tmp_path, VALID)
+    assert check_workflow_definitions(None) == []
+    call_command("check", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_system_check_stops_on_a_broken_file(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    write(tmp_path, VALID)
+    broken = mutated(lambda d: node(d, "draft").update(options={"max_tokens": 0}))
+    path = write(tmp_path, {**broken, "slug": "broken"}, name="broken")
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check", stdout=io.StringIO())
+    text = str(info.value)
+    assert "(workflows.E001)" in text
+    assert f"{path}: node 'draft': options.max_tokens: Input should be greater than or equal to 1" in text
+    [error] = check_workflow_definitions(None)
+    assert error.id == "workflows.E001" and error.level == checks.ERROR
+
+
+def test_system_check_stops_on_an_empty_directory(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path
+    with pytest.raises(SystemCheckError, match="no workflow files found"):
+        call_command("check", tags=["workflows"], stdout=io.StringIO())
+
+
+def test_system_check_runs_only_when_asked_for_workflows(settings, tmp_path):
+    settings.WORKFLOW_DIR = tmp_path  # empty: an error if checked
+    assert check_workflow_definitions([apps.get_app_config("realtime")]) == []
+    assert len(check_workflow_definitions([apps.get_app_config("workflows")])) == 1

@@ -20,6 +20,7 @@ from workflows.providers.base import (
 )
 from workflows.providers.openai_compat import OpenAICompatProvider
 from workflows.providers.scripted import ScriptedProvider
+from workflows.vocabulary import ProviderName
 
 __all__ = [
     "PROVIDER_NAMES",
@@ -33,24 +34,25 @@ __all__ = [
     "get_provider",
 ]
 
-PROVIDER_NAMES = ("scripted", "openai")
+# Kept for existing imports; ``workflows.vocabulary.ProviderName`` is the one definition.
+PROVIDER_NAMES = tuple(ProviderName)
 
 
-def effective_provider_name(name: str) -> str:
+def effective_provider_name(name: str) -> ProviderName:
     name = settings.LLM_PROVIDER or name
     if name not in PROVIDER_NAMES:
         raise ValueError(f"unknown LLM provider {name!r} (known: {', '.join(PROVIDER_NAMES)})")
-    return name
+    return ProviderName(name)
 
 
 def get_provider(name: str) -> Provider:
-    if effective_provider_name(name) == "openai":
+    if effective_provider_name(name) == ProviderName.OPENAI:
         return OpenAICompatProvider()
     return ScriptedProvider()
 
 
 def effective_model(provider_name: str, model: str) -> str:
     """The model actually requested for an agent configured with (provider_name, model)."""
-    if effective_provider_name(provider_name) == "openai":
+    if effective_provider_name(provider_name) == ProviderName.OPENAI:
         return settings.OPENAI_MODEL or model
     return model

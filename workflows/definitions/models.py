@@ -1,0 +1,215 @@
+"""The workflow file format as pydantic models: what a file may contain, checked strictly.
+
+These models describe the file exactly as written (agents keyed by id, nodes naming their
+agent by id), not the objects the engine runs (``spec.py`` builds those from a validated
+file). Pydantic does the field checks, which used to be hundreds of lines of hand-written
+``isinstance`` tests with their own messages: types, ranges, patterns, required keys and,
+with ``extra="forbid"``, unknown keys at every level, each error located by its path in the
+file. ``strict=True`` keeps YAML's loose scalars from slipping through: ``true`` is not an
+int, ``1`` is not a bool and ``5`` is not a string. The enum fields are the one exception
+(``strict=False``): a file spells them as plain strings, which strict mode would refuse.
+
+What one field cannot check alone lives in ``WorkflowFile``'s model validator: references
+between agents and nodes, unique ids, review targets and dependency cycles (through
+``graph``, i.e. ``graphlib``). Its errors are ``PydanticCustomError``s carrying the node id
+and field in their context, so ``errors.definition_error`` can name them like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from realtime.vocabulary import ReviewDecision
+from workflows.definitions import graph
+from workflows.pricing import known_model
+from workflows.vocabulary import NodeType, ProviderName
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
+ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+# The validation context key that turns the price-table check off (see ``AgentFile``).
+CHECK_MODELS = "check_models"
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank_string", "String should not be blank")
+    return value
+
+
+def _none_as(empty: Any) -> BeforeValidator:
+    """``key:`` with no value (YAML null) means the default, as it always has for lists."""
+    return BeforeValidator(lambda value: empty() if value is None else value)
+
+
+def _unique(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise PydanticCustomError("duplicate_item", "lists {item} twice", {"item": repr(item)})
+        seen.add(item)
+    return ids
+
+
+Text = Annotated[str, AfterValidator(_not_blank)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
+Identifier = Annotated[str, StringConstraints(pattern=ID_RE.pattern)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def reference_error(message: str, *, node_id: str, field: str | None = None) -> PydanticCustomError:
+    """An error about a reference between nodes, located by node id (and field) for the message."""
+    context = {"node_id": node_id} if field is None else {"node_id": node_id, "field": field}
+    return PydanticCustomError("workflow_reference", message, context)
+
+
+class FileModel(BaseModel):
+    """Every level of a file: unknown keys are errors, scalars are taken as written."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AgentFile(FileModel):
+    """``agents.<id>``: who answers, with which model and prompt."""
+
+    name: Text
+    role: Text
+    model: Text
+    prompt: Text
+    provider: Annotated[ProviderName, Field(strict=False)] = ProviderName.SCRIPTED
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_priced(cls, model: str, info: ValidationInfo) -> str:
+        # Usage is billed from the price table, so an unpriced model is refused up front.
+        # A session's stored copy skips this (context check_models=False): it must load even
+        # after its model was removed from the table.
+        if (info.context or {}).get(CHECK_MODELS, True) and not known_model(model):
+            raise PydanticCustomError(
+                "unknown_model",
+                "unknown model {model} (not in workflows.pricing; add it to EXTRA_MODEL_PRICES)",
+                {"model": repr(model)},
+            )
+        return model
+
+
+class AgentOptions(FileModel):
+    """``options`` of an agent node. Only the keys given are kept (null = not given)."""
+
+    max_tokens: PositiveInt | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    thinking: bool | None = None
+    fail: bool | None = None
+    fail_after_tokens: Annotated[int, Field(ge=0)] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+
+
+class ReviewOptions(FileModel):
+    """``options`` of a human_review node; every key has a default."""
+
+    reviews: Identifier | None = None
+    reason: str = ""
+    timeout: PositiveInt | None = None
+    default_decision: Annotated[ReviewDecision, Field(strict=False)] = ReviewDecision.APPROVE
+    max_rounds: PositiveInt = 1
+
+
+class NodeFile(FileModel):
+    """What agent and human_review nodes share."""
+
+    id: Identifier
+    title: Text | None = None
+    depends_on: Annotated[list[Identifier], _none_as(list), AfterValidator(_unique)] = Field(
+        default_factory=list
+    )
+
+
+class AgentNodeFile(NodeFile):
+    type: Literal[NodeType.AGENT]
+    agent: Identifier
+    options: Annotated[AgentOptions, _none_as(dict)] = Field(default_factory=AgentOptions)
+
+
+class ReviewNodeFile(NodeFile):
+    type: Literal[NodeType.HUMAN_REVIEW]
+    options: Annotated[ReviewOptions, _none_as(dict)] = Field(default_factory=ReviewOptions)
+
+    def reviewed_id(self) -> str | None:
+        """The agent node under review: ``options.reviews``, else the single dependency."""
+        if self.options.reviews is not None:
+            return self.options.reviews
+        return self.depends_on[0] if len(self.depends_on) == 1 else None
+
+
+AnyNodeFile = Annotated[AgentNodeFile | ReviewNodeFile, Field(discriminator="type")]
+
+
+class WorkflowFile(FileModel):
+    """A whole ``<slug>.yaml``."""
+
+    slug: Slug
+    name: Text
+    description: str = ""
+    agents: Annotated[dict[Identifier, AgentFile], Field(min_length=1)]
+    nodes: Annotated[list[AnyNodeFile], Field(min_length=1)]
+
+    def graph(self) -> dict[str, list[str]]:
+        return {node.id: node.depends_on for node in self.nodes}
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Self:
+        """Cross-references, in the order a reader would fix them: ids, then what each node
+        names, then the graph as a whole, then what each review points at."""
+        ids: set[str] = set()
+        for node in self.nodes:
+            if node.id in ids:
+                raise reference_error("duplicate node id", node_id=node.id, field="id")
+            ids.add(node.id)
+        for node in self.nodes:
+            if isinstance(node, AgentNodeFile) and node.agent not in self.agents:
+                raise reference_error(f"unknown agent {node.agent!r}", node_id=node.id, field="agent")
+            for dep in node.depends_on:
+                if dep not in ids:
+                    raise reference_error(f"unknown node {dep!r}", node_id=node.id, field="depends_on")
+        cycle = graph.find_cycle(self.graph())
+        if cycle:
+            raise reference_error("dependency cycle: " + " -> ".join(cycle), node_id=cycle[0])
+        for node in self.nodes:
+            if isinstance(node, ReviewNodeFile):
+                self._check_review(node)
+        return self
+
+    def _check_review(self, review: ReviewNodeFile) -> None:
+        target = review.reviewed_id()
+        where = {"node_id": review.id, "field": "options.reviews"}
+        if target is None:
+            raise reference_error(
+                "required when the review does not have exactly one dependency "
+                "(it cannot guess which agent node it reviews)",
+                **where,
+            )
+        nodes = {node.id: node for node in self.nodes}
+        if target not in nodes:
+            raise reference_error(f"unknown node {target!r}", **where)
+        if not isinstance(nodes[target], AgentNodeFile):
+            raise reference_error(f"{target!r} is not an agent node", **where)
+        if target not in graph.upstream(self.graph(), review.id):
+            raise reference_error(
+                f"{target!r} is not upstream of this review (add it to depends_on)", **where
+            )
