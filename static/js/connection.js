@@ -9,6 +9,7 @@
 // drops the socket straight away still runs into the backoff and, finally, the give-up.
 
 import { BACKOFF_DEFAULTS, delayFor } from "./backoff.js";
+import { CommandName } from "./vocabulary.js";
 
 export const STATES = Object.freeze({
   DISCONNECTED: "disconnected",
@@ -233,7 +234,7 @@ export function createConnection({
       recycle(false, "no frame received: socket considered dead");
       return;
     }
-    send("ping", heartbeatData());
+    send(CommandName.PING, heartbeatData());
   }
 
   function send(cmd, data = {}, id = newId()) {

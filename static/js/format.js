@@ -1,5 +1,7 @@
 // Pure formatting helpers shared by the views (money, tokens, times, durations, colours).
 
+import { NodeStatus, SessionStatus } from "./vocabulary.js";
+
 /** "$0.0142": fixed decimals so live numbers do not jump around. */
 export function formatUsd(value, decimals = 4) {
   const n = Number(value);
@@ -39,16 +41,17 @@ export function formatCountdown(ms) {
   return `${m}:${String(s).padStart(2, "0")}`;
 }
 
+/** A label for every session and node status (the two share most of their words). */
 export const STATUS_LABELS = Object.freeze({
-  created: "not started",
-  pending: "pending",
-  running: "running",
-  paused: "paused",
-  waiting_review: "waiting for review",
-  completed: "completed",
-  failed: "failed",
-  skipped: "skipped",
-  stopped: "stopped",
+  [SessionStatus.CREATED]: "not started",
+  [NodeStatus.PENDING]: "pending",
+  [NodeStatus.RUNNING]: "running",
+  [NodeStatus.PAUSED]: "paused",
+  [NodeStatus.WAITING_REVIEW]: "waiting for review",
+  [NodeStatus.COMPLETED]: "completed",
+  [NodeStatus.FAILED]: "failed",
+  [NodeStatus.SKIPPED]: "skipped",
+  [NodeStatus.STOPPED]: "stopped",
 });
 
 export function statusLabel(status) {

@@ -1,6 +1,7 @@
 // Entry point of the meeting room page: reads the config from
-// <script type="application/json" id="room-config">, wires the room core to the views,
-// connects at once, and exposes window.__room (read-only use) for browser tests.
+// <script type="application/json" id="room-config">, subscribes the views to the room's store
+// (rendering at most once per animation frame), connects at once, and exposes window.__room
+// (read-only use) for browser tests.
 
 import { createRoomCore } from "./room_core.js";
 import { createHeaderView } from "./view_header.js";
@@ -26,31 +27,29 @@ function start() {
   if (!config || !config.session_id) return;
   const root = document.body;
 
+  const toasts = createToasts(root.querySelector("#toasts"));
+  const core = createRoomCore({
+    config,
+    toast: (text, opts = {}) => toasts.show(text, { ...opts, timeoutMs: opts.kind === "info" ? 4000 : 7000 }),
+    initialStatus: root.querySelector('[data-testid="status-badge"]')?.getAttribute("data-status") || null,
+  });
+
   // ------------------------------------------------------------------ rendering (batched per frame)
   let frame = null;
   const views = [];
-  let core = null;
   function render() {
     frame = null;
-    const model = { state: core.store.getState(), meta: core.meta, conn: core.conn, now: Date.now(), config };
+    const model = { state: core.state, meta: core.meta, conn: core.conn, now: Date.now(), config };
     for (const view of views) view.render(model);
   }
   function requestRender() {
-    if (frame !== null || !core) return;
+    if (frame !== null) return;
     if (typeof window.requestAnimationFrame === "function" && !document.hidden) {
       frame = window.requestAnimationFrame(render);
     } else {
       frame = window.setTimeout(render, 50);
     }
   }
-
-  const toasts = createToasts(root.querySelector("#toasts"));
-  core = createRoomCore({
-    config,
-    notify: requestRender,
-    toast: (text, opts = {}) => toasts.show(text, { ...opts, timeoutMs: opts.kind === "info" ? 4000 : 7000 }),
-    initialStatus: root.querySelector('[data-testid="status-badge"]')?.getAttribute("data-status") || null,
-  });
 
   const currentUser = typeof config.user === "string" ? config.user : config.user?.username || null;
   const review = createReviewView(root, { onCommand: core.sendCommand, requestRender });
@@ -62,6 +61,7 @@ function start() {
     createControlsView(root, { onCommand: core.sendCommand, onOpenReview: () => review.open(), requestRender }),
     review,
   );
+  core.store.subscribe(requestRender);
 
   // Clocks (elapsed time, review countdown) tick once a second.
   window.setInterval(requestRender, 1000);
@@ -74,7 +74,7 @@ function start() {
 
   window.__room = Object.freeze({
     get state() {
-      return core.store.getState();
+      return core.state;
     },
     get meta() {
       return core.meta;

@@ -1,13 +1,20 @@
-// The meeting room without the DOM: store + router + connection + command client + the
-// non-folded room facts (session, workflow, presence, can_control). room.js adds the views.
-// Kept separate so the wiring, including "connect as soon as the page has a session",
-// is tested under node --test.
+// The meeting room without the DOM. A server frame travels forward only:
+//   connection.js  the socket's text (heartbeat, reconnect with backoff, resync)
+//   -> router.js   unbatch, drop duplicates by seq, a gap asks the connection to resync
+//   -> store.js    one fold (run_store + session_store); snapshot and presence set meta
+//   -> views       room.js subscribes them to the store
+// ack and error replies go router.js -> commands.js, which settles the pending command.
+// room_core builds these pieces and wires them once; no frame passes through it. Kept apart
+// from the DOM so the wiring, including "connect as soon as the page has a session", is
+// tested under node --test.
 
-import { buildSocketUrl, createConnection, sessionSocketPath } from "./connection.js";
-import { createCommandClient } from "./commands.js";
+import { buildSocketUrl, createConnection, sessionSocketPath, STATES } from "./connection.js";
+import { CLIENT_ERROR_CODES, createCommandClient } from "./commands.js";
 import { createRouter } from "./router.js";
-import { createStore, emptyState } from "./store.js";
+import { createStore } from "./store.js";
+import { CommandName, EventName } from "./vocabulary.js";
 
+/** Fallback texts by error code, for a rejection that carries no text of its own. */
 export const ERROR_TEXT = Object.freeze({
   forbidden: "You may watch this session but not control it.",
   invalid_state: "That does not make sense in the session's current state.",
@@ -15,23 +22,24 @@ export const ERROR_TEXT = Object.freeze({
   not_found: "That node or review no longer exists.",
   invalid_data: "The server refused the input.",
   internal: "The server could not do this; nothing was changed.",
-  disconnected: "Not connected.",
-  timeout: "The server did not answer in time.",
+  [CLIENT_ERROR_CODES.DISCONNECTED]: "Not connected.",
+  [CLIENT_ERROR_CODES.TIMEOUT]: "The server did not answer in time.",
 });
 
+/** Every command a person sends (the heartbeat's ping is the connection's own). */
 export const COMMAND_LABELS = Object.freeze({
-  start_session: "Start",
-  pause_session: "Pause",
-  resume_session: "Resume",
-  stop_session: "Stop",
-  user_input: "Send",
-  submit_review: "Review",
+  [CommandName.START_SESSION]: "Start",
+  [CommandName.PAUSE_SESSION]: "Pause",
+  [CommandName.RESUME_SESSION]: "Resume",
+  [CommandName.STOP_SESSION]: "Stop",
+  [CommandName.USER_INPUT]: "Send",
+  [CommandName.SUBMIT_REVIEW]: "Review",
 });
 
 /**
  * config: the room_config JSON ({session_id, ws_path, user, can_control, title}).
- * notify(): something changed, re-render. toast(text, {kind, title}): show a message.
- * The rest is injected for tests (defaults are the browser's).
+ * toast(text, {kind, title}): show a message. The rest is injected for tests (defaults are
+ * the browser's).
  */
 export function createRoomCore({
   config,
@@ -42,62 +50,22 @@ export function createRoomCore({
   now = () => Date.now(),
   windowTarget = globalThis.window || null,
   documentTarget = globalThis.document || null,
-  notify = () => {},
   toast = () => {},
   initialStatus = null,
   connectionOptions = {},
 } = {}) {
   if (!config || !config.session_id) throw new Error("room config without session_id");
-  const store = createStore(emptyState());
-  const meta = {
-    session: { id: config.session_id, title: config.title || "", status: initialStatus },
-    workflow: null,
-    presence: { count: 0, users: [] },
-    canControl: Boolean(config.can_control),
-    hydrated: false,
-  };
-  let conn = { state: "disconnected", attempt: 0, gaveUp: false, finalCode: null, finalMessage: null };
-  let connection = null;
-  let commands = null;
-
-  const router = createRouter({
-    apply(envelope) {
-      store.apply(envelope);
-      meta.hydrated = true;
-      notify();
+  const store = createStore({
+    meta: {
+      session: { id: config.session_id, title: config.title || "", status: initialStatus },
+      canControl: Boolean(config.can_control),
     },
-    snapshot(data) {
-      if (data.session) meta.session = { ...meta.session, ...data.session };
-      if (data.workflow) meta.workflow = data.workflow;
-      if (data.presence) meta.presence = data.presence;
-      if (typeof data.can_control === "boolean") meta.canControl = data.can_control;
-      const wasHydrated = meta.hydrated;
-      meta.hydrated = true;
-      store.replace({ ...emptyState(), ...(data.state || {}) });
-      if (data.resync && wasHydrated) {
-        toast("You were too far behind; the room was refreshed from the server.", { kind: "info" });
-      }
-      notify();
-    },
-    ephemeral(envelope) {
-      if (envelope.event === "presence") {
-        meta.presence = envelope.data;
-        notify();
-      } else if (envelope.event === "ack") {
-        commands.handleReply(envelope);
-      } else if (envelope.event === "error") {
-        if (!commands.handleReply(envelope)) {
-          toast(envelope.data?.error || "The server reported an error.", { kind: "error", title: "Error" });
-        }
-      }
-      // pong: the connection already counted the frame as a sign of life.
-    },
-    resync() {
-      connection.resync("gap in the event sequence");
-    },
+    conn: { state: STATES.DISCONNECTED, attempt: 0, gaveUp: false, finalCode: null, finalMessage: null },
   });
 
-  connection = createConnection({
+  // The connection's callbacks run only once connect() is called: `commands` and `router`
+  // below exist by then.
+  const connection = createConnection({
     url: () => buildSocketUrl(location, config.ws_path || sessionSocketPath(config.session_id), router.lastSeq),
     // The server closes 4409 a socket whose unacknowledged events pass its send buffer.
     heartbeatData: () => ({ last_seq: router.lastSeq }),
@@ -110,14 +78,27 @@ export function createRoomCore({
     onMessage: (text) => router.handle(text),
     onOpen: () => router.connectionOpened(),
     onStateChange(info) {
-      const wasConnected = conn.state === "connected";
-      conn = info;
-      if (wasConnected && info.state !== "connected") commands.connectionLost();
-      notify();
+      if (store.getConn().state === STATES.CONNECTED && info.state !== STATES.CONNECTED) commands.connectionLost();
+      store.setConn(info);
     },
     ...connectionOptions,
   });
-  commands = createCommandClient({ connection, timers });
+  const commands = createCommandClient({
+    connection,
+    timers,
+    onStrayError: (data) => toast(data.error || "The server reported an error.", { kind: "error", title: "Error" }),
+  });
+  const router = createRouter({
+    store,
+    replies: commands,
+    resync: () => connection.resync("gap in the event sequence"),
+  });
+
+  store.subscribe((_state, change) => {
+    if (change.event === EventName.SNAPSHOT && change.resync) {
+      toast("You were too far behind; the room was refreshed from the server.", { kind: "info" });
+    }
+  });
 
   /** Send a command; errors are shown as a toast and re-thrown for the caller. */
   function sendCommand(cmd, data = {}) {
@@ -134,10 +115,12 @@ export function createRoomCore({
     router,
     connection,
     commands,
-    meta,
     sendCommand,
+    get meta() {
+      return store.getMeta();
+    },
     get conn() {
-      return conn;
+      return store.getConn();
     },
     get state() {
       return store.getState();

@@ -1,22 +1,25 @@
 // Router: takes server frames (text or parsed envelopes), unpacks `batch` frames, drops
-// duplicates by seq, detects gaps and asks for a resync, and dispatches:
-//   logged events (seq != null)      -> apply(envelope)           (in seq order, exactly once)
-//   snapshot                          -> snapshot(data)            (replaces the state)
-//   other ephemeral events (seq null) -> ephemeral(envelope)       (ack, pong, presence, replies)
+// duplicates by seq, detects gaps and asks for a resync, and hands each frame on:
+//   logged events (seq != null) -> store.apply(envelope)       (in seq order, exactly once)
+//   snapshot                    -> store.hydrate(data)         (replaces the state)
+//   presence                    -> store.setPresence(data)
+//   ack, error replies          -> replies.handleReply(envelope) (the command client)
+//   pong                        -> nowhere: the connection already counted it as a sign of life
 // A gap (seq > lastSeq + 1) is never applied: resync(lastSeq) is called once; the connection
 // then reconnects with ?last_seq=lastSeq and the server replays or sends a fresh snapshot.
 
-export function createRouter({
-  apply = () => {},
-  snapshot = () => {},
-  ephemeral = () => {},
-  resync = () => {},
-  invalid = () => {},
-  lastSeq = 0,
-} = {}) {
+import { EventName } from "./vocabulary.js";
+
+export function createRouter({ store, replies, resync = () => {}, invalid = () => {}, lastSeq = 0 }) {
   let last = lastSeq;
   let resyncPending = false;
   const stats = { applied: 0, duplicates: 0, gaps: 0, ephemeral: 0, invalid: 0 };
+
+  function handleEphemeral(env) {
+    stats.ephemeral += 1;
+    if (env.event === EventName.PRESENCE) store.setPresence(env.data);
+    else if (env.event === EventName.ACK || env.event === EventName.ERROR) replies.handleReply(env);
+  }
 
   function handleEnvelope(env) {
     if (env === null || typeof env !== "object" || typeof env.event !== "string") {
@@ -24,21 +27,20 @@ export function createRouter({
       invalid(env);
       return;
     }
-    if (env.event === "batch") {
+    if (env.event === EventName.BATCH) {
       const inner = env.data && Array.isArray(env.data.events) ? env.data.events : [];
       for (const item of inner) handleEnvelope(item);
       return;
     }
-    if (env.event === "snapshot") {
+    if (env.event === EventName.SNAPSHOT) {
       const data = env.data || {};
       last = Number.isInteger(data.last_seq) ? data.last_seq : 0;
       resyncPending = false;
-      snapshot(data, env);
+      store.hydrate(data);
       return;
     }
     if (env.seq === null || env.seq === undefined) {
-      stats.ephemeral += 1;
-      ephemeral(env);
+      handleEphemeral(env);
       return;
     }
     const seq = env.seq;
@@ -57,7 +59,7 @@ export function createRouter({
     last = seq;
     resyncPending = false;
     stats.applied += 1;
-    apply(env);
+    store.apply(env);
   }
 
   return {

@@ -2,17 +2,23 @@
 // statuses, review requests and decisions, timing, error) plus selectors (counts, duration).
 // The fold rules are shared with the server (see tests/fixtures/protocol/scenarios).
 
-export const TERMINAL_NODE_STATUSES = Object.freeze(["completed", "failed", "skipped", "stopped"]);
-export const FINISHED_RUN_STATUSES = Object.freeze(["completed", "failed", "stopped"]);
+import {
+  ACTIVE_SESSION_STATUSES,
+  EventName,
+  FINAL_NODE_STATUSES,
+  FINISHED_SESSION_STATUSES,
+  NodeStatus,
+  SessionStatus,
+} from "./vocabulary.js";
 
 export function defaultNode() {
-  return { status: "pending", agent_id: null, started_at: null, finished_at: null, error: null };
+  return { status: NodeStatus.PENDING, agent_id: null, started_at: null, finished_at: null, error: null };
 }
 
 /** The folded state of a session nobody has started yet. */
 export function emptyState() {
   return {
-    status: "created",
+    status: SessionStatus.CREATED,
     nodes: {},
     messages: [],
     usage: { nodes: {}, input_tokens: 0, output_tokens: 0, cost_usd: 0 },
@@ -42,7 +48,7 @@ export function reduceRun(state, envelope) {
   const data = envelope.data || {};
   const ts = envelope.timestamp;
   switch (envelope.event) {
-    case "node_state_change": {
+    case EventName.NODE_STATE_CHANGE: {
       const id = data.node_id;
       const existing = state.nodes[id] || defaultNode();
       const status = data.status;
@@ -50,48 +56,51 @@ export function reduceRun(state, envelope) {
         ...existing,
         status,
         agent_id: given(data, "agent_id") ?? existing.agent_id,
-        error: given(data, "error") ?? (status === "running" ? null : existing.error),
+        error: given(data, "error") ?? (status === NodeStatus.RUNNING ? null : existing.error),
       };
-      if (status === "running") {
+      if (status === NodeStatus.RUNNING) {
         if (node.started_at === null) node.started_at = ts;
         node.finished_at = null;
       }
-      if (TERMINAL_NODE_STATUSES.includes(status)) node.finished_at = ts;
+      if (FINAL_NODE_STATUSES.includes(status)) node.finished_at = ts;
       return { ...state, nodes: { ...state.nodes, [id]: node } };
     }
-    case "execution:started": {
+    case EventName.EXECUTION_STARTED: {
       const nodes = { ...state.nodes };
       for (const id of data.nodes || []) {
         if (!has(nodes, id)) nodes[id] = defaultNode();
       }
-      return { ...state, status: "running", started_at: state.started_at ?? ts, nodes };
+      return { ...state, status: SessionStatus.RUNNING, started_at: state.started_at ?? ts, nodes };
     }
-    case "execution:paused":
-      return { ...state, status: "paused" };
-    case "execution:resumed":
+    case EventName.EXECUTION_PAUSED:
+      return { ...state, status: SessionStatus.PAUSED };
+    case EventName.EXECUTION_RESUMED:
       // A review still pending when the session was paused: back to waiting for it.
-      return { ...state, status: state.pending_review ? "waiting_review" : "running" };
-    case "node_resumed":
+      return { ...state, status: state.pending_review ? SessionStatus.WAITING_REVIEW : SessionStatus.RUNNING };
+    case EventName.NODE_RESUMED:
       return {
         ...state,
-        status: state.status === "waiting_review" || state.status === "paused" ? "running" : state.status,
+        status:
+          state.status === SessionStatus.WAITING_REVIEW || state.status === SessionStatus.PAUSED
+            ? SessionStatus.RUNNING
+            : state.status,
         pending_review: null,
       };
-    case "execution:completed":
-      return { ...state, status: "completed", finished_at: ts, pending_review: null };
-    case "execution:stopped":
-      return { ...state, status: "stopped", finished_at: ts, pending_review: null };
-    case "execution:failed":
-      return { ...state, status: "failed", finished_at: ts, error: data.error, pending_review: null };
-    case "error":
+    case EventName.EXECUTION_COMPLETED:
+      return { ...state, status: SessionStatus.COMPLETED, finished_at: ts, pending_review: null };
+    case EventName.EXECUTION_STOPPED:
+      return { ...state, status: SessionStatus.STOPPED, finished_at: ts, pending_review: null };
+    case EventName.EXECUTION_FAILED:
+      return { ...state, status: SessionStatus.FAILED, finished_at: ts, error: data.error, pending_review: null };
+    case EventName.ERROR:
       // Only logged errors reach the reducer (command replies have seq null and are toasts).
       if (envelope.seq === null || envelope.seq === undefined) return state;
       return { ...state, error: data.error };
-    case "human_interaction_required": {
+    case EventName.HUMAN_INTERACTION_REQUIRED: {
       const timeout = given(data, "timeout");
       return {
         ...state,
-        status: "waiting_review",
+        status: SessionStatus.WAITING_REVIEW,
         pending_review: {
           node_id: data.node_id,
           reason: data.reason,
@@ -102,7 +111,7 @@ export function reduceRun(state, envelope) {
         },
       };
     }
-    case "review_submitted":
+    case EventName.REVIEW_SUBMITTED:
       return {
         ...state,
         reviews: [
@@ -128,29 +137,19 @@ export function reduceRun(state, envelope) {
 /** Node counts by status; `done` counts every node that has finished one way or another. */
 export function nodeCounts(state, workflowNodeIds = []) {
   const ids = new Set([...workflowNodeIds, ...Object.keys(state.nodes)]);
-  const counts = {
-    total: ids.size,
-    pending: 0,
-    running: 0,
-    paused: 0,
-    waiting_review: 0,
-    completed: 0,
-    failed: 0,
-    skipped: 0,
-    stopped: 0,
-    done: 0,
-  };
+  const counts = { total: ids.size, done: 0 };
+  for (const status of Object.values(NodeStatus)) counts[status] = 0;
   for (const id of ids) {
     const status = (state.nodes[id] || defaultNode()).status;
     if (has(counts, status)) counts[status] += 1;
-    if (TERMINAL_NODE_STATUSES.includes(status)) counts.done += 1;
+    if (FINAL_NODE_STATUSES.includes(status)) counts.done += 1;
   }
   return counts;
 }
 
 /** Ids of nodes currently running (the active branches). */
 export function activeNodes(state) {
-  return Object.keys(state.nodes).filter((id) => state.nodes[id].status === "running");
+  return Object.keys(state.nodes).filter((id) => state.nodes[id].status === NodeStatus.RUNNING);
 }
 
 /** Run duration in ms: start to finish, or to `now` (ms since epoch) while still going. */
@@ -162,16 +161,16 @@ export function durationMs(state, now) {
 }
 
 export function isFinished(state) {
-  return FINISHED_RUN_STATUSES.includes(state.status);
+  return FINISHED_SESSION_STATUSES.includes(state.status);
 }
 
 /** Which control commands make sense for this execution status. */
 export function allowedControls(status) {
   return {
-    start: status === "created",
-    pause: status === "running",
-    resume: status === "paused",
-    stop: status === "running" || status === "paused" || status === "waiting_review",
-    input: !FINISHED_RUN_STATUSES.includes(status),
+    start: status === SessionStatus.CREATED,
+    pause: status === SessionStatus.RUNNING,
+    resume: status === SessionStatus.PAUSED,
+    stop: ACTIVE_SESSION_STATUSES.includes(status),
+    input: !FINISHED_SESSION_STATUSES.includes(status),
   };
 }

@@ -1,7 +1,7 @@
 // Session store: a pure reducer over the conversation part of the folded state (messages,
 // streaming merge, token usage, cost over time) plus small selectors.
 
-const TERMINAL = ["completed", "failed", "skipped", "stopped"];
+import { EventName, FINAL_NODE_STATUSES } from "./vocabulary.js";
 
 function lastAgentMessageIndex(messages, nodeId) {
   for (let i = messages.length - 1; i >= 0; i -= 1) {
@@ -25,7 +25,7 @@ export function reduceSession(state, envelope) {
   const data = envelope.data || {};
   const ts = envelope.timestamp;
   switch (envelope.event) {
-    case "token_stream": {
+    case EventName.TOKEN_STREAM: {
       const nodeId = data.node_id;
       const messages = state.messages.slice();
       let index = lastAgentMessageIndex(messages, nodeId);
@@ -49,15 +49,15 @@ export function reduceSession(state, envelope) {
         : { ...current, text: current.text + data.chunk };
       return { ...state, messages };
     }
-    case "node_state_change": {
-      if (!TERMINAL.includes(data.status)) return state;
+    case EventName.NODE_STATE_CHANGE: {
+      if (!FINAL_NODE_STATUSES.includes(data.status)) return state;
       const index = lastAgentMessageIndex(state.messages, data.node_id);
       if (index === -1 || state.messages[index].final) return state;
       const messages = state.messages.slice();
       messages[index] = { ...messages[index], final: true };
       return { ...state, messages };
     }
-    case "user_message":
+    case EventName.USER_MESSAGE:
       return {
         ...state,
         messages: [
@@ -75,7 +75,7 @@ export function reduceSession(state, envelope) {
           },
         ],
       };
-    case "token_usage":
+    case EventName.TOKEN_USAGE:
       return {
         ...state,
         usage: {
@@ -96,7 +96,7 @@ export function reduceSession(state, envelope) {
         },
         cost_series: [...state.cost_series, [ts, data.session_cost_usd]],
       };
-    case "execution:completed":
+    case EventName.EXECUTION_COMPLETED:
       return {
         ...state,
         usage: {

@@ -9,28 +9,31 @@
 import { byTestId, setAttr, setText } from "./dom.js";
 import { allowedControls, isFinished } from "./run_store.js";
 import { formatCountdown } from "./format.js";
+import { STATES } from "./connection.js";
+import { CommandName, SessionStatus } from "./vocabulary.js";
 
+// [key of allowedControls() and of the btn-<key> test id, command]
 const BUTTONS = [
-  ["start", "start_session", "Start"],
-  ["pause", "pause_session", "Pause"],
-  ["resume", "resume_session", "Resume"],
-  ["stop", "stop_session", "Stop"],
+  ["start", CommandName.START_SESSION],
+  ["pause", CommandName.PAUSE_SESSION],
+  ["resume", CommandName.RESUME_SESSION],
+  ["stop", CommandName.STOP_SESSION],
 ];
 
 export function controlsHint({ state, meta, conn }) {
   if (conn.finalCode) return `Not connected: ${conn.finalMessage || "the server refused the connection."}`;
   if (conn.gaveUp) return "The connection was lost. Press Retry to reconnect; what you typed stays here.";
-  if (conn.state !== "connected") {
-    return meta.hydrated || conn.state !== "connecting"
+  if (conn.state !== STATES.CONNECTED) {
+    return meta.hydrated || conn.state !== STATES.CONNECTING
       ? "Offline: controls are paused until the connection is back. You can keep typing; Send returns then."
       : "Connecting…";
   }
   if (!meta.hydrated) return "Loading the session…";
   if (!meta.canControl) return "You are watching. Only people who may control this session can steer it.";
   if (isFinished(state)) return "This session has ended.";
-  if (state.status === "created") return "Press Start to begin the meeting.";
-  if (state.status === "paused") return "Paused. Resume to continue.";
-  if (state.status === "waiting_review") return "Waiting for a reviewer's decision.";
+  if (state.status === SessionStatus.CREATED) return "Press Start to begin the meeting.";
+  if (state.status === SessionStatus.PAUSED) return "Paused. Resume to continue.";
+  if (state.status === SessionStatus.WAITING_REVIEW) return "Waiting for a reviewer's decision.";
   return "";
 }
 
@@ -65,7 +68,7 @@ export function createControlsView(root, { onCommand, onOpenReview, requestRende
     event.preventDefault();
     const text = input.value.trim();
     if (!text || send.disabled) return;
-    run("send", "user_input", { text })
+    run("send", CommandName.USER_INPUT, { text })
       .then((ack) => {
         if (ack && input.value.trim() === text) input.value = "";
       })
@@ -78,7 +81,7 @@ export function createControlsView(root, { onCommand, onOpenReview, requestRende
     render(model) {
       last = model;
       const { state, meta, conn, now } = model;
-      const live = conn.state === "connected" && meta.hydrated && meta.canControl;
+      const live = conn.state === STATES.CONNECTED && meta.hydrated && meta.canControl;
       const allowed = allowedControls(state.status);
       for (const [key] of BUTTONS) {
         const enabled = live && allowed[key] && !busy.has(key);

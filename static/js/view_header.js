@@ -4,18 +4,20 @@
 import { setAttr, setText, byTestId, h } from "./dom.js";
 import { durationMs } from "./run_store.js";
 import { formatClock, formatDuration, statusLabel } from "./format.js";
+import { STATES } from "./connection.js";
+import { SessionStatus } from "./vocabulary.js";
 
 const CONN_LABELS = {
-  connected: "connected",
-  connecting: "connecting…",
-  reconnecting: "reconnecting",
-  disconnected: "disconnected",
+  [STATES.CONNECTED]: "connected",
+  [STATES.CONNECTING]: "connecting…",
+  [STATES.RECONNECTING]: "reconnecting",
+  [STATES.DISCONNECTED]: "disconnected",
 };
 
 export function connectionLabel(conn) {
-  if (conn.state === "reconnecting") return `reconnecting (${conn.attempt})`;
-  if (conn.state === "disconnected" && conn.finalCode) return "not connected";
-  if (conn.state === "disconnected" && conn.gaveUp) return "offline";
+  if (conn.state === STATES.RECONNECTING) return `reconnecting (${conn.attempt})`;
+  if (conn.state === STATES.DISCONNECTED && conn.finalCode) return "not connected";
+  if (conn.state === STATES.DISCONNECTED && conn.gaveUp) return "offline";
   return CONN_LABELS[conn.state] || conn.state;
 }
 
@@ -36,8 +38,8 @@ export function createHeaderView(root, { onRetry, loginUrl = "/accounts/login/" 
 
   function renderNotice(conn) {
     let key = null;
-    if (conn.state === "disconnected" && conn.finalCode) key = `final:${conn.finalCode}`;
-    else if (conn.state === "disconnected" && conn.gaveUp) key = "gaveup";
+    if (conn.state === STATES.DISCONNECTED && conn.finalCode) key = `final:${conn.finalCode}`;
+    else if (conn.state === STATES.DISCONNECTED && conn.gaveUp) key = "gaveup";
     if (key === noticeKey) return;
     noticeKey = key;
     notice.replaceChildren();
@@ -72,7 +74,7 @@ export function createHeaderView(root, { onRetry, loginUrl = "/accounts/login/" 
       setAttr(connBadge, "data-attempt", conn.attempt);
       setText(connBadge.querySelector(".badge-text"), connText);
       setAttr(connBadge, "aria-label", `Connection: ${connText}`);
-      retry.hidden = !(conn.state === "disconnected" && conn.gaveUp && !conn.finalCode);
+      retry.hidden = !(conn.state === STATES.DISCONNECTED && conn.gaveUp && !conn.finalCode);
 
       const count = meta.presence?.count ?? 0;
       const users = meta.presence?.users || [];
@@ -90,7 +92,7 @@ export function createHeaderView(root, { onRetry, loginUrl = "/accounts/login/" 
       renderNotice(conn);
 
       runError.hidden = !state.error;
-      setText(runError.querySelector(".run-error-title"), state.status === "failed" ? "Run failed:" : "Error:");
+      setText(runError.querySelector(".run-error-title"), state.status === SessionStatus.FAILED ? "Run failed:" : "Error:");
       setText(runError.querySelector(".run-error-text"), state.error || "");
     },
   };

@@ -5,6 +5,8 @@
 
 import { byTestId, setAttr, setText } from "./dom.js";
 import { formatCountdown } from "./format.js";
+import { STATES } from "./connection.js";
+import { CommandName, ReviewDecision } from "./vocabulary.js";
 
 export function createReviewView(root, { onCommand, requestRender }) {
   const dialog = byTestId(root, "review-dialog");
@@ -49,7 +51,7 @@ export function createReviewView(root, { onCommand, requestRender }) {
   function submit(decision) {
     if (!current || busy || !connected) return;
     const text = comment.value.trim();
-    if (decision === "reject" && !text) {
+    if (decision === ReviewDecision.REJECT && !text) {
       showError("Add a comment so the agents know what to change.");
       comment.focus();
       return;
@@ -57,7 +59,7 @@ export function createReviewView(root, { onCommand, requestRender }) {
     showError("");
     busy = true;
     requestRender();
-    onCommand("submit_review", { node_id: current.node_id, decision, comment: text })
+    onCommand(CommandName.SUBMIT_REVIEW, { node_id: current.node_id, decision, comment: text })
       .then(() => {
         comment.value = "";
         close();
@@ -69,8 +71,8 @@ export function createReviewView(root, { onCommand, requestRender }) {
       });
   }
 
-  approve.addEventListener("click", () => submit("approve"));
-  reject.addEventListener("click", () => submit("reject"));
+  approve.addEventListener("click", () => submit(ReviewDecision.APPROVE));
+  reject.addEventListener("click", () => submit(ReviewDecision.REJECT));
   later.addEventListener("click", () => close());
   comment.addEventListener("input", () => {
     if (comment.value.trim()) showError("");
@@ -80,7 +82,7 @@ export function createReviewView(root, { onCommand, requestRender }) {
     open,
     close,
     render({ state, meta, conn, now }) {
-      connected = conn.state === "connected";
+      connected = conn.state === STATES.CONNECTED;
       const review = meta.canControl ? state.pending_review : null;
       current = review;
       if (!review) {

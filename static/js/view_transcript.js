@@ -3,7 +3,8 @@
 // through text nodes; nothing from the server is ever parsed as HTML.
 
 import { h, setAttr, setText } from "./dom.js";
-import { agentColor, formatClock, initialOf } from "./format.js";
+import { agentColor, formatClock, initialOf, statusLabel } from "./format.js";
+import { NodeStatus } from "./vocabulary.js";
 
 const NEAR_BOTTOM_PX = 80;
 
@@ -135,9 +136,9 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
         update(entry, msg);
         // An answer cut short by a failed or stopped node says so.
         const nodeStatus = msg.kind === "agent" ? state.nodes[msg.node_id]?.status : null;
-        const cut = msg.final && (nodeStatus === "failed" || nodeStatus === "stopped") && lastKeyOf(messages, msg.node_id) === msg.key;
+        const cut = msg.final && (nodeStatus === NodeStatus.FAILED || nodeStatus === NodeStatus.STOPPED) && lastKeyOf(messages, msg.node_id) === msg.key;
         entry.endedEl.hidden = !cut;
-        setText(entry.endedEl, cut ? (nodeStatus === "failed" ? "interrupted: node failed" : "stopped") : "");
+        setText(entry.endedEl, cut ? (nodeStatus === NodeStatus.FAILED ? "interrupted: node failed" : statusLabel(nodeStatus)) : "");
         // Keep DOM order equal to state order (a snapshot may replace everything).
         const expectedNext = previousEl ? previousEl.nextSibling : list.firstChild;
         if (expectedNext !== entry.el) list.insertBefore(entry.el, expectedNext);

@@ -4,17 +4,18 @@
 import { byTestId, h, setAttr, setText } from "./dom.js";
 import { defaultNode, nodeCounts } from "./run_store.js";
 import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./format.js";
+import { NodeStatus } from "./vocabulary.js";
 
-const ICONS = {
-  pending: "○",
-  running: "●",
-  paused: "‖",
-  waiting_review: "◇",
-  completed: "✓",
-  failed: "✗",
-  skipped: "–",
-  stopped: "■",
-};
+export const NODE_ICONS = Object.freeze({
+  [NodeStatus.PENDING]: "○",
+  [NodeStatus.RUNNING]: "●",
+  [NodeStatus.PAUSED]: "‖",
+  [NodeStatus.WAITING_REVIEW]: "◇",
+  [NodeStatus.COMPLETED]: "✓",
+  [NodeStatus.FAILED]: "✗",
+  [NodeStatus.SKIPPED]: "–",
+  [NodeStatus.STOPPED]: "■",
+});
 
 export function createWorkflowView(root, { onOpenReview } = {}) {
   const graph = root.querySelector("#workflow-graph");
@@ -39,8 +40,8 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         "aria-label": level.length > 1 ? `Step ${index + 1}: ${level.length} in parallel` : `Step ${index + 1}`,
       });
       for (const node of level) {
-        const icon = h("span", { class: "node-icon", "aria-hidden": "true" }, ICONS.pending);
-        const status = h("span", { class: "node-status" }, statusLabel("pending"));
+        const icon = h("span", { class: "node-icon", "aria-hidden": "true" }, NODE_ICONS[NodeStatus.PENDING]);
+        const status = h("span", { class: "node-status" }, statusLabel(NodeStatus.PENDING));
         const time = h("span", { class: "node-time num" });
         const error = h("span", { class: "node-error", hidden: true });
         const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
@@ -49,9 +50,9 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const el = h(
           "li",
           {
-            class: `node node-type-${node.type || "agent"} status-pending`,
+            class: `node node-type-${node.type || "agent"} status-${NodeStatus.PENDING}`,
             "data-testid": `node-${node.id}`,
-            "data-status": "pending",
+            "data-status": NodeStatus.PENDING,
             "data-node-type": node.type || "agent",
             style: node.agent ? `--agent-color: ${agentColor(node.agent.id)}` : null,
           },
@@ -89,7 +90,7 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
           item.nodeStatus = node.status;
           item.el.className = item.el.className.replace(/status-[a-z_]+/, `status-${node.status}`);
           setAttr(item.el, "data-status", node.status);
-          setText(item.icon, ICONS[node.status] || "○");
+          setText(item.icon, NODE_ICONS[node.status] || NODE_ICONS[NodeStatus.PENDING]);
           setText(item.status, statusLabel(node.status));
         }
         setAttr(item.el, "title", node.error || null);
@@ -98,7 +99,7 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         let t = "";
         if (node.started_at) {
           const end = node.finished_at ? Date.parse(node.finished_at) : now;
-          if (node.status !== "pending") t = formatDuration(end - Date.parse(node.started_at));
+          if (node.status !== NodeStatus.PENDING) t = formatDuration(end - Date.parse(node.started_at));
         }
         setText(item.time, t);
         const canReview = Boolean(review && review.node_id === id && meta.canControl);

@@ -53,11 +53,14 @@ test("an error reply with the id rejects with its code and text", async () => {
   await assert.rejects(p, { code: "forbidden", error: "watch only", cmd: "start_session" });
 });
 
-test("errors for unknown ids are not claimed (the room shows them as a toast)", () => {
-  const client = createCommandClient({ connection: fakeConnection(), timers: fakeTimers() });
+test("errors for unknown ids are not claimed: they go to onStrayError (the room shows them as a toast)", () => {
+  const stray = [];
+  const client = createCommandClient({ connection: fakeConnection(), timers: fakeTimers(), onStrayError: (d) => stray.push(d) });
   assert.equal(client.handleReply(reply("error", { code: "bad_json", error: "x", id: null })), false);
-  assert.equal(client.handleReply(reply("error", { code: "bad_json", error: "x", id: "nope" })), false);
+  assert.equal(client.handleReply(reply("error", { code: "bad_json", error: "y", id: "nope" })), false);
+  assert.equal(client.handleReply(reply("ack", { id: "nope", cmd: "ping", duplicate: false })), false);
   assert.equal(client.handleReply(reply("pong", { server_time: "x" })), false);
+  assert.deepEqual(stray.map((d) => d.error), ["x", "y"], "only error replies are stray; a late ack is not");
 });
 
 test("not connected: rejected at once with code disconnected, nothing sent", async () => {

@@ -2,6 +2,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 import { buildSocketUrl, createConnection, sessionSocketPath, STATES } from "../../static/js/connection.js";
 import { createRouter } from "../../static/js/router.js";
+import { createStore } from "../../static/js/store.js";
 
 // ------------------------------------------------------------------ fakes
 
@@ -448,7 +449,7 @@ test("reconnect URL carries last_seq once events were applied", () => {
 
 test("router gap -> connection.resync: the socket is recycled and reopened with last_seq", () => {
   let conn;
-  const router = createRouter({ resync: () => conn.resync("gap") });
+  const router = createRouter({ store: createStore(), resync: () => conn.resync("gap") });
   const timers = new FakeTimers();
   const { FakeWebSocket, sockets } = makeWebSocketClass();
   conn = createConnection({

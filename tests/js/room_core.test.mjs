@@ -43,7 +43,6 @@ function env() {
 function makeCore(extra = {}) {
   const e = env();
   const toasts = [];
-  let notified = 0;
   const core = createRoomCore({
     config: { session_id: "sid-1", ws_path: "/ws/sessions/sid-1/", user: "alice", can_control: true, title: "T" },
     location: { protocol: "http:", host: "localhost:8000" },
@@ -51,11 +50,10 @@ function makeCore(extra = {}) {
     timers: e.timers,
     windowTarget: null,
     documentTarget: null,
-    notify: () => (notified += 1),
     toast: (text, opts) => toasts.push({ text, ...opts }),
     ...extra,
   });
-  return { core, ...e, toasts, get notified() { return notified; } };
+  return { core, ...e, toasts };
 }
 
 test("the room connects as soon as it starts (the original forgot to)", () => {
@@ -137,4 +135,24 @@ test("a gap makes the room reconnect at once with the last applied seq", () => {
   h.sockets[0].recv(sc.events[3]);
   assert.equal(h.sockets.length, 2);
   assert.ok(h.sockets[1].url.endsWith("?last_seq=2"));
+});
+
+test("frames flow forward to the store's subscribers; command replies stop at the command client", async () => {
+  const sc = scenario("demo_run.json");
+  const h = makeCore();
+  const seen = [];
+  h.core.store.subscribe((state, change) => seen.push(change.event));
+  h.core.start();
+  const ws = h.sockets[0];
+  ws.open();
+  ws.recv({ event: "snapshot", data: { last_seq: 0, state: {} }, timestamp: "t", node_id: null, seq: null, session_id: "sid-1" });
+  ws.recv({ event: "presence", data: { count: 2, users: ["a", "b"] }, timestamp: "t", node_id: null, seq: null, session_id: "sid-1" });
+  ws.recv(sc.events[0]);
+  const sent = h.core.sendCommand("pause_session");
+  ws.recv({ event: "ack", data: { id: ws.sent.at(-1).id, cmd: "pause_session", duplicate: false }, timestamp: "t", node_id: null, seq: null, session_id: "sid-1" });
+  await sent;
+  ws.recv({ event: "pong", data: { server_time: "x" }, timestamp: "t", node_id: null, seq: null, session_id: "sid-1" });
+  assert.deepEqual(seen, ["connection", "connection", "snapshot", "presence", sc.events[0].event]);
+  assert.equal(h.core.conn.state, "connected");
+  assert.equal(h.core.router.lastSeq, sc.events[0].seq);
 });

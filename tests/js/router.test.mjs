@@ -13,10 +13,15 @@ const env = (seq, event = "token_stream", data = {}) => ({
 
 function harness(opts = {}) {
   const calls = { applied: [], snapshots: [], ephemeral: [], resyncs: [], invalid: [] };
-  const router = createRouter({
+  const store = {
     apply: (e) => calls.applied.push(e.seq),
-    snapshot: (d) => calls.snapshots.push(d),
-    ephemeral: (e) => calls.ephemeral.push(e.event),
+    hydrate: (d) => calls.snapshots.push(d),
+    setPresence: () => calls.ephemeral.push("presence"),
+  };
+  const replies = { handleReply: (e) => calls.ephemeral.push(e.event) };
+  const router = createRouter({
+    store,
+    replies,
     resync: (last) => calls.resyncs.push(last),
     invalid: (f) => calls.invalid.push(f),
     ...opts,
@@ -112,13 +117,14 @@ test("a snapshot clears a pending resync", () => {
   assert.deepEqual(calls.resyncs, [1, 10]);
 });
 
-test("ephemeral events (seq null) go straight through; logged errors are applied", () => {
+test("replies (seq null) go to the command client, pong stops at the router; logged errors are applied", () => {
   const { router, calls } = harness();
   router.handle(env(null, "ack", { id: "a", cmd: "pause_session", duplicate: false }));
   router.handle(env(null, "pong", { server_time: "x" }));
   router.handle(env(null, "error", { code: "forbidden", error: "no", id: "b" }));
   router.handle(env(1, "error", { error: "node failed" }));
-  assert.deepEqual(calls.ephemeral, ["ack", "pong", "error"]);
+  assert.deepEqual(calls.ephemeral, ["ack", "error"]);
+  assert.equal(router.stats.ephemeral, 3);
   assert.deepEqual(calls.applied, [1]);
   assert.equal(router.lastSeq, 1, "ephemeral events do not move lastSeq");
 });

@@ -45,11 +45,7 @@ for (const f of scenarioFiles) {
   test(`scenario ${f}: through router + store (snapshot frame, duplicates, a batch) gives expected_state`, () => {
     const sc = load(f);
     const store = createStore();
-    const router = createRouter({
-      apply: (e) => store.apply(e),
-      snapshot: (d) => store.replace(structuredClone(d.state)),
-      resync: () => assert.fail("no gap expected"),
-    });
+    const router = createRouter({ store, resync: () => assert.fail("no gap expected") });
     if (sc.snapshot) {
       router.handle({ event: "snapshot", data: sc.snapshot, timestamp: "2026-11-24T00:00:00.000Z", node_id: null, seq: null, session_id: sc.snapshot.session.id });
     }
@@ -203,13 +199,13 @@ test("selectors: counts, active nodes, allowed controls", () => {
 test("the store notifies subscribers only on change", () => {
   const store = createStore();
   const seen = [];
-  const off = store.subscribe((state, e) => seen.push(e ? e.event : "replace"));
+  const off = store.subscribe((state, change) => seen.push(change.event));
   store.apply(E(1, "node:parallel_start", { node_id: null, branches: [] }));
   store.apply(E(2, "execution:paused", {}));
-  store.replace(emptyState());
+  store.hydrate({ state: emptyState() });
   off();
   store.apply(E(3, "execution:paused", {}));
-  assert.deepEqual(seen, ["execution:paused", "replace"]);
+  assert.deepEqual(seen, ["execution:paused", "snapshot"]);
 });
 
 test("resuming a session paused while a review waits goes back to waiting_review", () => {
@@ -219,4 +215,28 @@ test("resuming a session paused while a review waits goes back to waiting_review
   assert.equal(s.status, "paused");
   s = fold(s, E(3, "execution:resumed", {}));
   assert.equal(s.status, "waiting_review");
+});
+
+test("a snapshot takes the room facts it carries and keeps the rest; presence and conn replace theirs", () => {
+  const store = createStore({ meta: { session: { id: "s", title: "T", status: "created" }, canControl: true }, conn: { state: "disconnected" } });
+  const seen = [];
+  store.subscribe((state, change) => seen.push(change));
+  const workflow = { slug: "w", name: "W", nodes: [] };
+  store.hydrate({ session: { status: "running" }, workflow, presence: { count: 2, users: ["a", "b"] }, can_control: false, state: { status: "running" }, last_seq: 3, resync: true });
+  assert.deepEqual(store.getMeta(), { session: { id: "s", title: "T", status: "running" }, workflow, presence: { count: 2, users: ["a", "b"] }, canControl: false, hydrated: true });
+  assert.deepEqual(store.getState(), { ...emptyState(), status: "running" });
+  store.hydrate({ state: {}, resync: true });
+  assert.equal(store.getMeta().workflow, workflow, "facts a snapshot lacks are kept");
+  assert.equal(store.getMeta().canControl, false);
+  assert.deepEqual(store.getState(), emptyState());
+  store.setPresence({ count: 1, users: ["a"] });
+  store.setConn({ state: "connected" });
+  assert.deepEqual(store.getMeta().presence, { count: 1, users: ["a"] });
+  assert.deepEqual(store.getConn(), { state: "connected" });
+  assert.deepEqual(seen, [
+    { event: "snapshot", resync: false }, // the first snapshot refreshes nothing on screen
+    { event: "snapshot", resync: true },
+    { event: "presence" },
+    { event: "connection" },
+  ]);
 });
