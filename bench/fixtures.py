@@ -71,7 +71,8 @@ def prepare(args: argparse.Namespace) -> dict:
 
 
 def wait(args: argparse.Namespace) -> dict:
-    from sessions_app.models import FINISHED_STATUSES, Session
+    from realtime.vocabulary import FINISHED_SESSION_STATUSES as FINISHED_STATUSES
+    from sessions_app.models import Session
 
     ids = args.sessions.split(",")
     deadline = time.monotonic() + args.timeout

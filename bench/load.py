@@ -48,13 +48,18 @@ from websockets.http11 import Response
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.reliability.latency import HIST_MS, Histogram  # noqa: E402
+
 # "timestamp":"…","node_id":null|"…","seq":N — only logged events have a numeric seq.
 _EVENT_RE = re.compile(
     rb'"timestamp":"([^"]*)","node_id":(?:null|"(?:[^"\\]|\\.)*"),"seq":(\d+)'
 )
 _SNAPSHOT = b'{"event":"snapshot"'
 _DONE_RE = re.compile(rb'"event":"execution:(?:completed|failed|stopped)"')
-HIST_MS = 60_000  # latencies above 60 s fall in the last bucket
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -63,36 +68,6 @@ def raise_fd_limit(wanted: int) -> int:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
-
-
-class Histogram:
-    """Counts per millisecond of latency (the envelope timestamp has 1 ms resolution)."""
-
-    __slots__ = ("counts", "n", "top")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (HIST_MS + 1)
-        self.n = 0
-        self.top = 0.0
-
-    def merge_sparse(self, sparse: dict[str, int]) -> None:
-        for key, value in sparse.items():
-            self.counts[int(key)] += value
-            self.n += value
-
-    def sparse(self) -> dict[str, int]:
-        return {str(i): c for i, c in enumerate(self.counts) if c}
-
-    def percentile(self, p: float) -> float | None:
-        if not self.n:
-            return None
-        rank = p / 100.0 * self.n
-        seen = 0
-        for ms, count in enumerate(self.counts):
-            seen += count
-            if seen >= rank:
-                return float(ms)
-        return float(HIST_MS)
 
 
 @dataclass

@@ -49,7 +49,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
-from bench.load import Histogram, raise_fd_limit  # noqa: E402
+from bench.load import raise_fd_limit  # noqa: E402
+from tests.reliability.latency import Histogram  # noqa: E402
 
 PROD_WS = "websockets-sansio"  # what bin/prod runs (docs/PERFORMANCE.md says why)
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "11"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.log import DEFAULT_LOGGING
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -187,12 +188,17 @@ if not DEBUG:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# Django's defaults (DEFAULT_LOGGING: "django.server", mail to ADMINS), except that every record
+# is written by one handler, the root "console": Django's own "console" handler sat on the
+# "django" logger (DEBUG only) while its records also propagated to the root one, so under
+# runserver each of daphne's request lines (logger django.channels.server) came out twice.
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    **DEFAULT_LOGGING,
+    "handlers": {**DEFAULT_LOGGING["handlers"], "console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {
+        **DEFAULT_LOGGING["loggers"],
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
         "realtime": {"level": os.environ.get("LOG_LEVEL", "INFO")},
         "workflows": {"level": os.environ.get("LOG_LEVEL", "INFO")},
     },

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,3 +55,33 @@ def test_environment_switches_database_and_channel_layer(tmp_path):
     engine, name, layer, _ = default.stdout.split(maxsplit=3)
     assert engine == "django.db.backends.sqlite3" and name.endswith("db.sqlite3")
     assert layer == "channels.layers.InMemoryChannelLayer"
+
+
+LOG_EVERY_KIND = """
+import logging, os
+os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'
+import django
+django.setup()  # configures logging from settings.LOGGING, as manage.py runserver does
+logging.getLogger('django.channels.server').info('HTTP GET / 302 [0.02, 127.0.0.1:1]')  # daphne's runserver
+logging.getLogger('django.utils.autoreload').info('Watching for file changes with StatReloader')
+logging.getLogger('django.request').warning('Not Found: /nowhere')
+logging.getLogger('django.server').info('"GET / HTTP/1.1" 302 0')  # Django's own dev server
+logging.getLogger('realtime.hub').warning('hub: receive failed')
+logging.getLogger('elsewhere').warning('a library speaks')
+"""
+
+
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_every_log_record_is_written_once(tmp_path, debug):
+    """Django gives its ``django`` logger a console handler of its own (DEBUG only) that also
+    propagates to the root console handler of settings.LOGGING: under runserver every request
+    line was written twice."""
+    env = {"DEBUG": debug, "VAR_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"}
+    if debug == "0":
+        env.update(SECRET_KEY="x" * 20 + "a-long-random-secret-key-for-tests-0987654321",
+                   ALLOWED_HOSTS="meet.example.com")
+    result = run_python(LOG_EVERY_KIND, **env)
+    assert result.returncode == 0, result.stderr
+    for line in ("HTTP GET / 302", "Watching for file changes", "Not Found: /nowhere",
+                 '"GET / HTTP/1.1" 302', "hub: receive failed", "a library speaks"):
+        assert result.stderr.count(line) == 1, (line, result.stderr)

@@ -2,9 +2,9 @@
 never leaves rows and event log disagreeing, and goes on (is resumed) once it is back.
 
 The first test cuts the real PostgreSQL off (TCP proxy in front of it, for the web processes
-and the worker) for 3 s mid-run (bench/faults.py ``scenario_postgres``). The others make one
-write fail, in process, which is what a shorter outage does (bench/faults.py postgres-blip:
-0.4 s): one batched insert of the event log, one node-boundary transaction.
+and the worker) for 3 s mid-run (tests/reliability/scenarios.py ``scenario_postgres``). The
+others make one write fail, in process, which is what a shorter outage does (bench/faults.py
+postgres-blip: 0.4 s): one batched insert of the event log, one node-boundary transaction.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import OperationalError
 
-from bench import faults
 from realtime import publisher
 from realtime.state import fold
 from sessions_app.models import Message, NodeState, Session
+from tests.reliability.backends import check_shared_redis
+from tests.reliability.scenarios import scenario_postgres
 from tests.workflows.helpers import (
     agent_node,
     command,
@@ -57,9 +58,9 @@ def _logged(state: dict[str, Any]) -> list[tuple[str, str]]:
 @pytest.mark.redis
 @pytest.mark.postgres
 async def test_postgres_cut_off_mid_run(tmp_path: Path) -> None:
-    faults.check_shared_redis()
-    result = await faults.scenario_postgres(tmp_path, mode="reset", outage=3.0, per_web=2,
-                                            sessions=1, tokens=100, rate=40, at_seq=15)
+    check_shared_redis()
+    result = await scenario_postgres(tmp_path, mode="reset", outage=3.0, per_web=2,
+                                     sessions=1, tokens=100, rate=40, at_seq=15)
     print("\n" + json.dumps(result, default=str))
     assert result["consistency"] == []  # no half-state
     assert result["problems"] == []  # every viewer has the log's transcript

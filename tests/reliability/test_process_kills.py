@@ -4,8 +4,8 @@ run over without running a completed node again or counting usage twice.
 
 The worker take-over itself (rows, usage, messages, against PostgreSQL and Redis, no viewer)
 is tests/workflows/test_takeover.py::test_sigkilled_worker_is_taken_over_after_its_lease_expires;
-here both kills happen in one run, watched from two daphne processes (bench/faults.py
-``scenario_kill``).
+here both kills happen in one run, watched from two daphne processes
+(tests/reliability/scenarios.py ``scenario_kill``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import OperationalError
 
-from bench import faults
 from sessions_app.models import Message
+from tests.reliability.backends import check_shared_redis
+from tests.reliability.scenarios import scenario_kill
 from tests.workflows.helpers import (
     agent_node,
     command,
@@ -36,9 +37,9 @@ from workflows.worker import Executor
 @pytest.mark.redis
 @pytest.mark.postgres
 async def test_web_process_and_worker_killed_mid_run(tmp_path: Path) -> None:
-    faults.check_shared_redis()
-    result = await faults.scenario_kill(tmp_path, kill_web=True, kill_worker=True, per_web=2,
-                                        sessions=1, tokens=100, rate=40)
+    check_shared_redis()
+    result = await scenario_kill(tmp_path, kill_web=True, kill_worker=True, per_web=2,
+                                 sessions=1, tokens=100, rate=40)
     print("\n" + json.dumps(result, default=str))
     assert result["problems"] == []
     assert set(result["statuses"].values()) == {"completed"}

@@ -2,9 +2,9 @@
 every viewer ends with the complete transcript (missed events recovered from the event log).
 
 The first test restarts a real (private) redis-server under two daphne processes and a
-worker (bench/faults.py ``scenario_redis``). The in-process tests pin down what a restart
-does to one process's hub with a channel layer that behaves like channels_redis across an
-outage (``RestartableLayer``), and the last ones check the project's Redis layer
+worker (tests/reliability/scenarios.py ``scenario_redis``). The in-process tests pin down what
+a restart does to one process's hub with a channel layer that behaves like channels_redis
+across an outage (``RestartableLayer``), and the last ones check the project's Redis layer
 configuration against the real Redis.
 """
 
@@ -23,10 +23,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
-from bench import faults
 from realtime.publisher import publish
 from sessions_app import services
 from tests.conftest import connect_ws
+from tests.reliability.backends import SHARED_REDIS_DB, SHARED_REDIS_PORT, check_shared_redis
+from tests.reliability.scenarios import scenario_redis
 
 # --------------------------------------------------------------------------- real processes
 
@@ -38,9 +39,9 @@ async def test_redis_restarted_mid_run_every_viewer_ends_complete(tmp_path: Path
     """redis-server SIGKILLed mid-run and started again empty (no persistence): viewers on
     two daphne processes, a command sent and a viewer joining during the outage; every
     viewer ends at the log head, no gap, no duplicate, transcript = rows = snapshot."""
-    faults.check_shared_redis()
-    result = await faults.scenario_redis(tmp_path, mode="restart", per_web=2, sessions=1,
-                                         tokens=100, rate=40, outage=2.0, first_joiner=False)
+    check_shared_redis()
+    result = await scenario_redis(tmp_path, mode="restart", per_web=2, sessions=1,
+                                  tokens=100, rate=40, outage=2.0, first_joiner=False)
     print("\n" + json.dumps(result, default=str))
     assert result["problems"] == []
     assert set(result["statuses"].values()) == {"completed"}
@@ -244,8 +245,8 @@ def _project_layer(monkeypatch: pytest.MonkeyPatch) -> Any:
     BACKEND class with its CONFIG."""
     from django.utils.module_loading import import_string
 
-    faults.check_shared_redis()
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{faults.SHARED_REDIS_PORT}/{faults.SHARED_REDIS_DB}")
+    check_shared_redis()
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{SHARED_REDIS_PORT}/{SHARED_REDIS_DB}")
     monkeypatch.setenv("VAR_DIR", str(django_settings.VAR_DIR))
     config = runpy.run_path(str(Path(django_settings.BASE_DIR) / "config" / "settings.py"))
     layer_config = config["CHANNEL_LAYERS"]["default"]

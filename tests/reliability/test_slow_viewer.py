@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from bench import faults
 from realtime import protocol
 from realtime.eventlog import frame_text
 from realtime.hub import Viewer
+from tests.reliability import viewers
+from tests.reliability.backends import check_shared_redis
+from tests.reliability.cluster import Cluster
+from tests.reliability.definitions import chain_workflow
+from tests.reliability.slow_scenario import flood, oversize_close, scenario_slow
 
 SID = "5b0e2a1c-0000-4000-8000-000000000001"
 
@@ -29,8 +33,8 @@ async def test_stalled_viewer_does_not_hold_back_the_others(tmp_path: Path) -> N
     """uvicorn and daphne side by side, one flood: each has 2 fast viewers and one that
     stops reading (4 KiB receive buffer, no compression; pings acknowledging the last seq
     every second). Then over-size frames to uvicorn."""
-    faults.check_shared_redis()
-    result = await faults.scenario_slow(
+    check_shared_redis()
+    result = await scenario_slow(
         tmp_path, servers=("uvicorn", "daphne"), fast=2, limit=2500, chars=400, rate=2000,
         stall_events=11000, heartbeat=1.0, oversize=("uvicorn",),
     )
@@ -61,14 +65,14 @@ async def test_stalled_viewer_does_not_hold_back_the_others(tmp_path: Path) -> N
 async def test_oversized_frame_under_daphne_closes_4009_and_leaks_nothing(tmp_path: Path) -> None:
     """daphne refuses 1009 from an application: the consumer closes with the documented 4009
     instead, and the socket is not left counted (a dead consumer would leak it: 4430)."""
-    faults.check_shared_redis()
-    with faults.Cluster(tmp_path) as cluster:
+    check_shared_redis()
+    with Cluster(tmp_path) as cluster:
         web = cluster.add_web("daphne", WS_MAX_SOCKETS_PER_USER="2")
-        data = cluster.setup(users=["alice"], workflows=[faults.chain_workflow(10)],
+        data = cluster.setup(users=["alice"], workflows=[chain_workflow(10)],
                              sessions=[{"owner": "alice", "workflow": "fault-chain"}])
         sid, cookie = data["sessions"][0], data["cookies"]["alice"]
-        codes = [await faults.oversize_close(web, sid, cookie, 100 * 1024, wait=10) for _ in range(2)]
-        again = await faults.fresh_snapshot(web, sid, cookie)  # refused with 4430 if counts leaked
+        codes = [await oversize_close(web, sid, cookie, 100 * 1024, wait=10) for _ in range(2)]
+        again = await viewers.fresh_snapshot(web, sid, cookie)  # refused with 4430 if counts leaked
         assert codes == [4009, 4009]
         assert again["last_seq"] == 0
 
@@ -79,17 +83,17 @@ async def test_oversized_frame_under_daphne_closes_4009_and_leaks_nothing(tmp_pa
 async def test_a_transcript_over_a_mebibyte_reaches_a_new_viewer_under_daphne(tmp_path: Path) -> None:
     """daphne refuses to send a frame over its 1 MiB message limit; a snapshot that large
     left the socket silent for good. The room now arrives as the empty room plus the log."""
-    faults.check_shared_redis()
-    with faults.Cluster(tmp_path) as cluster:
+    check_shared_redis()
+    with Cluster(tmp_path) as cluster:
         web = cluster.add_web("daphne")
-        data = cluster.setup(users=["alice"], workflows=[faults.chain_workflow(10)],
+        data = cluster.setup(users=["alice"], workflows=[chain_workflow(10)],
                              sessions=[{"owner": "alice", "workflow": "fault-chain"}])
         sid, cookie = data["sessions"][0], data["cookies"]["alice"]
-        flood = await faults.in_thread(faults.flood, cluster, sid, 3000, 3000, 400)  # ~1.2 MB
-        viewer = faults.Viewer("late", [web], sid, cookie)
-        await faults.start_viewers([viewer])
+        flooded = await viewers.in_thread(flood, cluster, sid, 3000, 3000, 400)  # ~1.2 MB
+        viewer = viewers.Viewer("late", [web], sid, cookie)
+        await viewers.start_viewers([viewer])
         try:
-            assert await viewer.wait_seq(flood["last"], 30), viewer.closes
+            assert await viewer.wait_seq(flooded["last"], 30), viewer.closes
             assert viewer.dups == 0 and viewer.gaps == 0 and viewer.closes == []
         finally:
             await viewer.stop()
@@ -127,7 +131,7 @@ async def test_a_replay_longer_than_the_send_buffer_is_not_a_slow_viewer(setting
     viewer.activate(last_seq=100, initial=[text for _, text in replay], missing=[])
     for _ in range(50):
         await asyncio.sleep(0.01)
-    got = [e["seq"] for text in sent for e in faults.unpack(json.loads(text))]
+    got = [e["seq"] for text in sent for e in viewers.unpack(json.loads(text))]
     assert closed == []
     assert got == list(range(1, 102))
     for text in sent:

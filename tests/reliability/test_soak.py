@@ -1,6 +1,7 @@
-"""A tiny soak (bench/soak.py): 50 sockets on 5 sessions for 20 s, workflows running, two
-daphne processes, a worker, Redis and a throwaway PostgreSQL database. The full one (1,000
-sockets, 20 sessions, 10 minutes) is recorded in docs/RELIABILITY.md."""
+"""A tiny soak (tests/reliability/soak_core.py, which bench/soak.py runs at full size): 50
+sockets on 5 sessions for 20 s, workflows running, two daphne processes, a worker, Redis and a
+throwaway PostgreSQL database. The full one (1,000 sockets, 20 sessions, 10 minutes) is
+recorded in docs/RELIABILITY.md."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bench import faults
-from bench.soak import soak
+from tests.reliability.backends import check_shared_redis
+from tests.reliability.soak_core import soak
 
 
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.postgres
 async def test_tiny_soak_loses_nothing(tmp_path: Path) -> None:
-    faults.check_shared_redis()
+    check_shared_redis()
     result = await soak(sockets=50, sessions=5, seconds=20, rate=8, workdir=tmp_path, warmup=8,
                         say_every=6)
     print("\n" + json.dumps(result, default=str))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from io import StringIO
@@ -50,3 +51,38 @@ def test_createsuperuser_noinput_and_demo_user(tmp_path):
                 "from django.contrib.auth import authenticate as a;"
                 f"print(bool(a(username='root', password='s3cret-pass-word')), bool(a(username='demo', password='{password}')))")
     assert check.stdout.strip().splitlines()[-1] == "True True"
+
+
+def test_demo_user_banner_shows_the_address_served(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    out = StringIO()
+    call_command("ensure_demo_user", "--host", "127.0.0.1", "--port", "8123", stdout=out)
+    assert "Meeting room: http://127.0.0.1:8123/ " in out.getvalue()
+    out = StringIO()
+    call_command("ensure_demo_user", stdout=out)  # the address bin/serve uses by default
+    assert "Meeting room: http://127.0.0.1:8000/ " in out.getvalue()
+
+
+@pytest.mark.parametrize(("env", "address"), [
+    ({"PORT": "8123"}, "127.0.0.1:8123"),
+    ({"HOST": "0.0.0.0", "PORT": "9001"}, "0.0.0.0:9001"),
+    ({}, "127.0.0.1:8000"),
+])
+def test_bin_serve_announces_the_address_it_serves_on(tmp_path, env, address):
+    """bin/serve, run in a copy whose bin/setup and .venv/bin/python only record their
+    arguments: the banner command gets the HOST and PORT runserver is given."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(ROOT / "bin" / "serve", tmp_path / "bin" / "serve")
+    for stub in (tmp_path / "bin" / "setup", tmp_path / ".venv" / "bin" / "python"):
+        stub.write_text('#!/bin/sh\necho "$@" >> "$CALLS"\n')
+        stub.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    clean = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+    result = subprocess.run([str(tmp_path / "bin" / "serve")], env={**clean, **env, "CALLS": str(calls)},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    host, port = address.rsplit(":", 1)
+    lines = calls.read_text().splitlines()
+    assert f"manage.py ensure_demo_user --host {host} --port {port}" in lines
+    assert lines[-1] == f"manage.py runserver {address}"

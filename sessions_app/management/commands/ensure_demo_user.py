@@ -7,11 +7,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
     help = "Create the 'demo' superuser if missing and print its login."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        # bin/serve passes the address it is about to serve on (its HOST and PORT)
+        parser.add_argument("--host", default="127.0.0.1", help="host the server listens on")
+        parser.add_argument("--port", default="8000", help="port the server listens on")
 
     def handle(self, *args: Any, **options: Any) -> None:
         password_file = settings.VAR_DIR / "demo-password.txt"
@@ -28,6 +33,6 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
         self.stdout.write(
-            "\n  Meeting room: http://127.0.0.1:8000/   (admin: /admin/)\n"
+            f"\n  Meeting room: http://{options['host']}:{options['port']}/   (admin: /admin/)\n"
             f"  Log in as:    demo / {password}\n"
         )
