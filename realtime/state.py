@@ -12,13 +12,18 @@ import copy
 from typing import Any
 
 from realtime.timestamps import plus_seconds
-
-FINAL_NODE_STATUSES = frozenset({"completed", "failed", "skipped", "stopped"})
+from realtime.vocabulary import (
+    FINAL_NODE_STATUSES,
+    EventName,
+    MessageKind,
+    NodeStatus,
+    SessionStatus,
+)
 
 
 def empty_state() -> dict[str, Any]:
     return {
-        "status": "created",
+        "status": SessionStatus.CREATED.value,
         "nodes": {},
         "messages": [],
         "usage": {"nodes": {}, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0},
@@ -33,7 +38,7 @@ def empty_state() -> dict[str, Any]:
 
 def _default_node() -> dict[str, Any]:
     return {
-        "status": "pending",
+        "status": NodeStatus.PENDING.value,
         "agent_id": None,
         "started_at": None,
         "finished_at": None,
@@ -43,7 +48,7 @@ def _default_node() -> dict[str, Any]:
 
 def _last_agent_message(state: dict[str, Any], node_id: str) -> dict[str, Any] | None:
     for message in reversed(state["messages"]):
-        if message["kind"] == "agent" and message["node_id"] == node_id:
+        if message["kind"] == MessageKind.AGENT and message["node_id"] == node_id:
             return message
     return None
 
@@ -59,16 +64,16 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
     name = envelope["event"]
     data = envelope["data"]
     ts = envelope["timestamp"]
-    if name == "token_stream":
+    if name == EventName.TOKEN_STREAM:
         node_id = data["node_id"]
         message = _last_agent_message(state, node_id)
         if message is None or message["final"]:
             count = sum(
-                1 for m in state["messages"] if m["kind"] == "agent" and m["node_id"] == node_id
+                1 for m in state["messages"] if m["kind"] == MessageKind.AGENT and m["node_id"] == node_id
             )
             message = {
                 "key": f"{node_id}#{count + 1}",
-                "kind": "agent",
+                "kind": MessageKind.AGENT.value,
                 "node_id": node_id,
                 "agent_id": data["agent_id"],
                 "user": None,
@@ -82,7 +87,7 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             message["thinking"] += data["chunk"]
         else:
             message["text"] += data["chunk"]
-    elif name == "node_state_change":
+    elif name == EventName.NODE_STATE_CHANGE:
         node_id = data["node_id"]
         node = {**_default_node(), **state["nodes"].get(node_id, {})}
         status = data["status"]
@@ -91,9 +96,9 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             node["agent_id"] = data["agent_id"]
         if data.get("error") is not None:
             node["error"] = data["error"]
-        elif status == "running":
+        elif status == NodeStatus.RUNNING:
             node["error"] = None
-        if status == "running":
+        if status == NodeStatus.RUNNING:
             if node["started_at"] is None:
                 node["started_at"] = ts
             node["finished_at"] = None
@@ -103,7 +108,7 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             if message is not None:
                 message["final"] = True
         state["nodes"][node_id] = node
-    elif name == "token_usage":
+    elif name == EventName.TOKEN_USAGE:
         usage = state["usage"]
         usage["nodes"][data["node_id"]] = {
             "agent_id": data["agent_id"],
@@ -116,37 +121,39 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
         usage["output_tokens"] = data["session_output_tokens"]
         usage["cost_usd"] = data["session_cost_usd"]
         state["cost_series"].append([ts, data["session_cost_usd"]])
-    elif name == "execution:started":
-        state["status"] = "running"
+    elif name == EventName.EXECUTION_STARTED:
+        state["status"] = SessionStatus.RUNNING.value
         if state["started_at"] is None:
             state["started_at"] = ts
         for node_id in data["nodes"]:
             state["nodes"].setdefault(node_id, _default_node())
-    elif name == "execution:paused":
-        state["status"] = "paused"
-    elif name == "execution:resumed":
+    elif name == EventName.EXECUTION_PAUSED:
+        state["status"] = SessionStatus.PAUSED.value
+    elif name == EventName.EXECUTION_RESUMED:
         # A review still pending when the session was paused: back to waiting for it.
-        state["status"] = "waiting_review" if state["pending_review"] else "running"
-    elif name == "node_resumed":
-        if state["status"] in ("waiting_review", "paused"):
-            state["status"] = "running"
+        state["status"] = (
+            SessionStatus.WAITING_REVIEW if state["pending_review"] else SessionStatus.RUNNING
+        ).value
+    elif name == EventName.NODE_RESUMED:
+        if state["status"] in (SessionStatus.WAITING_REVIEW, SessionStatus.PAUSED):
+            state["status"] = SessionStatus.RUNNING.value
         state["pending_review"] = None
-    elif name == "execution:completed":
-        _finish(state, "completed", ts)
+    elif name == EventName.EXECUTION_COMPLETED:
+        _finish(state, SessionStatus.COMPLETED.value, ts)
         state["usage"]["input_tokens"] = data["input_tokens"]
         state["usage"]["output_tokens"] = data["output_tokens"]
         state["usage"]["cost_usd"] = data["cost_usd"]
-    elif name == "execution:stopped":
-        _finish(state, "stopped", ts)
-    elif name == "execution:failed":
-        _finish(state, "failed", ts)
+    elif name == EventName.EXECUTION_STOPPED:
+        _finish(state, SessionStatus.STOPPED.value, ts)
+    elif name == EventName.EXECUTION_FAILED:
+        _finish(state, SessionStatus.FAILED.value, ts)
         state["error"] = data["error"]
-    elif name == "error":
+    elif name == EventName.ERROR:
         if envelope.get("seq") is not None:
             state["error"] = data["error"]
-    elif name == "human_interaction_required":
+    elif name == EventName.HUMAN_INTERACTION_REQUIRED:
         timeout = data.get("timeout")
-        state["status"] = "waiting_review"
+        state["status"] = SessionStatus.WAITING_REVIEW.value
         state["pending_review"] = {
             "node_id": data["node_id"],
             "reason": data["reason"],
@@ -155,7 +162,7 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             "reviewed_node_id": data.get("reviewed_node_id"),
             "round": data.get("round", 1),
         }
-    elif name == "review_submitted":
+    elif name == EventName.REVIEW_SUBMITTED:
         state["reviews"].append(
             {
                 "node_id": data["node_id"],
@@ -167,11 +174,11 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             }
         )
         state["pending_review"] = None
-    elif name == "user_message":
+    elif name == EventName.USER_MESSAGE:
         state["messages"].append(
             {
                 "key": f"user:{data['message_id']}",
-                "kind": "user",
+                "kind": MessageKind.USER.value,
                 "node_id": None,
                 "agent_id": None,
                 "user": data["user"],

@@ -71,6 +71,13 @@ FINISHED_SESSION_STATUSES = frozenset(
 )
 
 
+class NodeType(models.TextChoices):
+    """What a workflow node does (``nodes[].type`` of a workflow and of the snapshot's graph)."""
+
+    AGENT = "agent"
+    HUMAN_REVIEW = "human_review"
+
+
 class NodeStatus(models.TextChoices):
     """Where one node of the workflow is (``node_state_change.status``)."""
 
@@ -90,6 +97,13 @@ FINAL_NODE_STATUSES = frozenset(
 )
 # A node in one of these is being worked on by a runner.
 BUSY_NODE_STATUSES = frozenset({NodeStatus.RUNNING, NodeStatus.PAUSED, NodeStatus.WAITING_REVIEW})
+
+
+class MessageKind(models.TextChoices):
+    """Who speaks in the transcript: an agent node or a participant."""
+
+    AGENT = "agent"
+    USER = "user"
 
 
 class ReviewDecision(models.TextChoices):

@@ -14,8 +14,15 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from realtime.vocabulary import ACTIVE_SESSION_STATUSES, NodeStatus, ReviewDecision, SessionStatus
-from workflows.vocabulary import NodeType, ReviewStatus
+from realtime.vocabulary import (
+    ACTIVE_SESSION_STATUSES,
+    MessageKind,
+    NodeStatus,
+    NodeType,
+    ReviewDecision,
+    SessionStatus,
+)
+from workflows.vocabulary import ReviewStatus
 
 ZERO = Decimal("0")
 
@@ -144,11 +151,6 @@ class TokenUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id} {self.model}: {self.input_tokens}/{self.output_tokens}"
-
-
-class MessageKind(models.TextChoices):
-    AGENT = "agent"
-    USER = "user"
 
 
 class Message(models.Model):

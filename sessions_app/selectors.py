@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from realtime.timestamps import iso_ms_or_none
-from realtime.vocabulary import NodeStatus, ReviewDecision
+from realtime.vocabulary import NodeStatus, NodeType, ReviewDecision
 from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session
 from workflows.store import ReviewState
 
@@ -54,7 +54,7 @@ def workflow_view(definition: dict[str, Any]) -> dict[str, Any]:
         nodes.append(
             {
                 "id": node["id"],
-                "type": node.get("type", "agent"),
+                "type": node.get("type", NodeType.AGENT),
                 "title": node.get("title") or node["id"],
                 "depends_on": list(node.get("depends_on", [])),
                 "agent": (

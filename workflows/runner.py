@@ -16,7 +16,7 @@ import logging
 import time
 
 from realtime.publisher import get_publisher
-from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus, SessionStatus
+from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus, NodeType, SessionStatus
 from workflows.control import RunAction
 from workflows.definitions import NodeSpec, WorkflowDefinition
 from workflows.nodes import AGENT, EXECUTORS
@@ -24,7 +24,6 @@ from workflows.pricing import known_model
 from workflows.providers import effective_model
 from workflows.store import RunStart
 from workflows.stored import stored
-from workflows.vocabulary import NodeType
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 ``realtime.vocabulary`` holds the words of the meeting protocol (events, commands, statuses,
 review decisions); these are the ones only the workflow layer knows: which kinds of node a
-workflow has, which providers can answer for an agent, where a human review stands. They are
+providers can answer for an agent and where a human review stands (the kinds of node are
+``realtime.vocabulary.NodeType``: the room's snapshot carries them). They are
 ``str`` enums (Django ``TextChoices`` where the app that owns sessions stores them), so they
 compare equal to, hash like and serialise as their values: a definition stored as JSON or a
 setting such as ``LLM_PROVIDER=openai`` needs no conversion.
@@ -13,13 +14,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 from django.db import models
-
-
-class NodeType(models.TextChoices):
-    """What a workflow node does (``nodes[].type``; stored on each node state)."""
-
-    AGENT = "agent"
-    HUMAN_REVIEW = "human_review"
 
 
 class ProviderName(StrEnum):

@@ -1,12 +1,12 @@
 // Session store: a pure reducer over the conversation part of the folded state (messages,
 // streaming merge, token usage, cost over time) plus small selectors.
 
-import { EventName, FINAL_NODE_STATUSES } from "./vocabulary.js";
+import { EventName, FINAL_NODE_STATUSES, MessageKind } from "./vocabulary.js";
 
 function lastAgentMessageIndex(messages, nodeId) {
   for (let i = messages.length - 1; i >= 0; i -= 1) {
     const m = messages[i];
-    if (m.kind === "agent" && m.node_id === nodeId) return i;
+    if (m.kind === MessageKind.AGENT && m.node_id === nodeId) return i;
   }
   return -1;
 }
@@ -32,7 +32,7 @@ export function reduceSession(state, envelope) {
       if (index === -1 || messages[index].final) {
         messages.push({
           key: `${nodeId}#${countNodeMessages(messages, nodeId) + 1}`,
-          kind: "agent",
+          kind: MessageKind.AGENT,
           node_id: nodeId,
           agent_id: data.agent_id,
           user: null,
@@ -64,7 +64,7 @@ export function reduceSession(state, envelope) {
           ...state.messages,
           {
             key: `user:${data.message_id}`,
-            kind: "user",
+            kind: MessageKind.USER,
             node_id: null,
             agent_id: null,
             user: data.user,

@@ -4,7 +4,7 @@
 
 import { h, setAttr, setText } from "./dom.js";
 import { agentColor, formatClock, initialOf, statusLabel } from "./format.js";
-import { NodeStatus } from "./vocabulary.js";
+import { MessageKind, NodeStatus } from "./vocabulary.js";
 
 const NEAR_BOTTOM_PX = 80;
 
@@ -39,7 +39,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
   let directory = agentDirectory(null);
 
   function header(msg) {
-    if (msg.kind === "user") {
+    if (msg.kind === MessageKind.USER) {
       const mine = currentUser && msg.user === currentUser;
       return { name: mine ? "You" : msg.user || "Someone", where: "", color: "#475569", initial: initialOf(msg.user || "?") };
     }
@@ -135,7 +135,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
         }
         update(entry, msg);
         // An answer cut short by a failed or stopped node says so.
-        const nodeStatus = msg.kind === "agent" ? state.nodes[msg.node_id]?.status : null;
+        const nodeStatus = msg.kind === MessageKind.AGENT ? state.nodes[msg.node_id]?.status : null;
         const cut = msg.final && (nodeStatus === NodeStatus.FAILED || nodeStatus === NodeStatus.STOPPED) && lastKeyOf(messages, msg.node_id) === msg.key;
         entry.endedEl.hidden = !cut;
         setText(entry.endedEl, cut ? (nodeStatus === NodeStatus.FAILED ? "interrupted: node failed" : statusLabel(nodeStatus)) : "");

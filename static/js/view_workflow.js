@@ -4,7 +4,7 @@
 import { byTestId, h, setAttr, setText } from "./dom.js";
 import { defaultNode, nodeCounts } from "./run_store.js";
 import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./format.js";
-import { NodeStatus } from "./vocabulary.js";
+import { NodeStatus, NodeType } from "./vocabulary.js";
 
 export const NODE_ICONS = Object.freeze({
   [NodeStatus.PENDING]: "○",
@@ -33,7 +33,7 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
       graph.append(h("p", { class: "empty-hint" }, "The workflow appears here once the room is connected."));
       return;
     }
-    if (extraIds.length) levels.push(extraIds.map((id) => ({ id, type: "agent", title: id, agent: null, depends_on: [] })));
+    if (extraIds.length) levels.push(extraIds.map((id) => ({ id, type: NodeType.AGENT, title: id, agent: null, depends_on: [] })));
     levels.forEach((level, index) => {
       const row = h("ol", {
         class: `level${level.length > 1 ? " level-parallel" : ""}`,
@@ -46,14 +46,14 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const error = h("span", { class: "node-error", hidden: true });
         const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
         reviewBtn.addEventListener("click", () => onOpenReview && onOpenReview());
-        const agentName = node.agent?.name || (node.type === "human_review" ? "Human review" : "");
+        const agentName = node.agent?.name || (node.type === NodeType.HUMAN_REVIEW ? "Human review" : "");
         const el = h(
           "li",
           {
-            class: `node node-type-${node.type || "agent"} status-${NodeStatus.PENDING}`,
+            class: `node node-type-${node.type || NodeType.AGENT} status-${NodeStatus.PENDING}`,
             "data-testid": `node-${node.id}`,
             "data-status": NodeStatus.PENDING,
-            "data-node-type": node.type || "agent",
+            "data-node-type": node.type || NodeType.AGENT,
             style: node.agent ? `--agent-color: ${agentColor(node.agent.id)}` : null,
           },
           icon,

@@ -49,6 +49,11 @@ export const ACTIVE_SESSION_STATUSES = Object.freeze(["paused", "running", "wait
 
 export const FINISHED_SESSION_STATUSES = Object.freeze(["completed", "failed", "stopped"]);
 
+export const NodeType = Object.freeze({
+  AGENT: "agent",
+  HUMAN_REVIEW: "human_review",
+});
+
 export const NodeStatus = Object.freeze({
   PENDING: "pending",
   RUNNING: "running",
@@ -63,6 +68,11 @@ export const NodeStatus = Object.freeze({
 export const FINAL_NODE_STATUSES = Object.freeze(["completed", "failed", "skipped", "stopped"]);
 
 export const BUSY_NODE_STATUSES = Object.freeze(["paused", "running", "waiting_review"]);
+
+export const MessageKind = Object.freeze({
+  AGENT: "agent",
+  USER: "user",
+});
 
 export const ReviewDecision = Object.freeze({
   APPROVE: "approve",

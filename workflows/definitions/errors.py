@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from realtime.vocabulary import NodeType
 from workflows.definitions.models import ID_RE
-from workflows.vocabulary import NodeType
 
 
 class DefinitionError(ValueError):

@@ -33,10 +33,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from realtime.vocabulary import ReviewDecision
+from realtime.vocabulary import NodeType, ReviewDecision
 from workflows.definitions import graph
 from workflows.pricing import known_model
-from workflows.vocabulary import NodeType, ProviderName
+from workflows.vocabulary import ProviderName
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

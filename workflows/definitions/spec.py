@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from realtime.vocabulary import NodeType
 from workflows.definitions import graph
 from workflows.definitions.errors import DefinitionError, definition_error
 from workflows.definitions.models import (
@@ -26,7 +27,7 @@ from workflows.definitions.models import (
     ReviewNodeFile,
     WorkflowFile,
 )
-from workflows.vocabulary import NodeType, ProviderName
+from workflows.vocabulary import ProviderName
 
 DEFAULT_REVIEW_TITLE = "Human review"
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from realtime.vocabulary import NodeType
 from workflows.nodes.agent import AgentExecutor
 from workflows.nodes.base import NodeExecutor, RunContext
 from workflows.nodes.review import ReviewExecutor
-from workflows.vocabulary import NodeType
 
 AGENT = AgentExecutor()
 

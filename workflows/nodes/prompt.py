@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+from realtime.vocabulary import NodeType
 from workflows.definitions import NodeSpec, WorkflowDefinition
 from workflows.nodes.base import RunContext
 from workflows.providers import CompletionRequest, effective_model
 from workflows.stored import stored
-from workflows.vocabulary import NodeType
 
 
 def upstream(definition: WorkflowDefinition, node: NodeSpec) -> list[str]:
