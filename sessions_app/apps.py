@@ -7,7 +7,8 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         """Plug this app into the layers below it: realtime asks it about rooms, the runner
-        stores through it, and every session keeps its event log."""
+        stores through it, and every session keeps its event log. (Imported here, not at the
+        top: Django imports apps.py before any model exists.)"""
         from realtime.rooms import register_backend
         from sessions_app import signals
         from sessions_app.rooms import SessionRooms

@@ -85,3 +85,33 @@ def test_every_log_record_is_written_once(tmp_path, debug):
     for line in ("HTTP GET / 302", "Watching for file changes", "Not Found: /nowhere",
                  '"GET / HTTP/1.1" 302', "hub: receive failed", "a library speaks"):
         assert result.stderr.count(line) == 1, (line, result.stderr)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_lifespan_shutdown_stops_the_embedded_executor(settings):
+    """Under uvicorn (lifespan), the process's runs are handed over at shutdown, not cut."""
+    import asyncio
+
+    from config.asgi import application
+    from workflows.worker import embedded_executor
+
+    settings.WORKFLOW_EXECUTOR = "embedded"
+    inbox: asyncio.Queue = asyncio.Queue()
+    sent: list[dict] = []
+    started = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        started.set()
+
+    await inbox.put({"type": "lifespan.startup"})
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(application({"type": "lifespan"}, inbox.get, send))
+    await asyncio.wait_for(started.wait(), 5)
+    executor = embedded_executor.instances.get(loop)
+    await asyncio.wait_for(executor.starting, 5)
+    await inbox.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(task, 10)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert executor is not None and executor.stopping
+    assert loop not in embedded_executor.instances

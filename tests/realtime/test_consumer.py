@@ -369,3 +369,16 @@ async def test_presence_counts_viewers(ws_app, session, owner):
     await b.close()
     event = await a.until(lambda e: e["event"] == "presence" and e["data"]["count"] == 1)
     await a.close()
+
+
+async def test_a_share_lowered_while_the_socket_is_open_stops_its_commands(ws_app, session):
+    """Access is asked again with every command, not only when the socket connected."""
+    bob = await database_sync_to_async(make_user)("bobby")
+    await database_sync_to_async(services.session_share)(session=session, user=bob, can_control=True)
+    ws, _, _ = await connect_ws(ws_app, str(session.pk), bob)
+    assert (await ws.next_event())["data"]["can_control"] is True
+    await database_sync_to_async(services.session_share)(session=session, user=bob, can_control=False)
+    reply = await ws.reply(await ws.command("user_input", {"text": "still here?"}))
+    assert reply["event"] == "error" and reply["data"]["code"] == "forbidden"
+    assert (await database_sync_to_async(db_counts)(session.pk))[0] == 0
+    await ws.close()

@@ -45,6 +45,7 @@ from workflows.providers.base import (
     input_tokens,
     word_count,
 )
+from workflows.vocabulary import ProviderName
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _pieces(chunk: Any) -> list[Chunk]:
 
 
 class OpenAICompatProvider:
-    name = "openai"
+    name = ProviderName.OPENAI
 
     def __init__(self, *, backoff_base: float | None = None) -> None:
         self.backoff_base = BACKOFF_BASE_SECONDS if backoff_base is None else backoff_base

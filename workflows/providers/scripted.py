@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 
 from workflows.providers.base import Chunk, CompletionRequest, ProviderError, Usage, input_tokens
+from workflows.vocabulary import ProviderName
 
 _THINKING = (
     "Let me first work out what is really being asked about {a}.",
@@ -162,7 +163,7 @@ def script(request: CompletionRequest) -> tuple[list[str], list[str]]:
 
 
 class ScriptedProvider:
-    name = "scripted"
+    name = ProviderName.SCRIPTED
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | Usage]:
         options = request.options
