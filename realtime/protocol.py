@@ -226,26 +226,9 @@ def envelope(
     }
 
 
-def encode(
-    *,
-    event: str,
-    session_id: str,
-    data: dict[str, Any] | None = None,
-    node_id: str | None = None,
-    seq: int | None = None,
-    timestamp: str | None = None,
-) -> str:
-    """Envelope encoded as the JSON text sent on the wire (encoded once per event)."""
-    return dumps(
-        envelope(
-            event=event,
-            session_id=session_id,
-            data=data,
-            node_id=node_id,
-            seq=seq,
-            timestamp=timestamp,
-        )
-    )
+def encode(**fields: Any) -> str:
+    """``envelope(**fields)`` as the JSON text sent on the wire (encoded once per event)."""
+    return dumps(envelope(**fields))
 
 
 _EVENTS_MARKER = '"events":[]'
