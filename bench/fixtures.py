@@ -71,6 +71,7 @@ def prepare(args: argparse.Namespace) -> dict:
 
 
 def wait(args: argparse.Namespace) -> dict:
+    from realtime.eventlog import head_seqs
     from realtime.vocabulary import FINISHED_SESSION_STATUSES as FINISHED_STATUSES
     from sessions_app.models import Session
 
@@ -81,7 +82,7 @@ def wait(args: argparse.Namespace) -> dict:
         if all(status in FINISHED_STATUSES for status in rows.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    heads = dict(Session.objects.filter(pk__in=ids).values_list("id", "last_seq"))
+    heads = head_seqs(ids)
     return {
         "heads": {str(k): v for k, v in heads.items()},
         "status": {str(k): v for k, v in rows.items()},
@@ -90,11 +91,9 @@ def wait(args: argparse.Namespace) -> dict:
 
 
 def heads(args: argparse.Namespace) -> dict:
-    from sessions_app.models import Session
+    from realtime.eventlog import head_seqs
 
-    ids = args.sessions.split(",")
-    rows = Session.objects.filter(pk__in=ids).values_list("id", "last_seq")
-    return {"heads": {str(k): v for k, v in rows}}
+    return {"heads": head_seqs(args.sessions.split(","))}
 
 
 def main() -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from realtime.timestamps import iso_ms_or_none
 from sessions_app.models import HumanReview, Message, Session
 
 EXPORT_VERSION = 1
@@ -35,10 +35,6 @@ def export_queryset(queryset: QuerySet[Session]) -> QuerySet[Session]:
     )
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
 def _money(value: Decimal) -> str:
     return f"{value:.6f}"
 
@@ -56,9 +52,9 @@ def session_to_dict(session: Session) -> dict[str, Any]:
         "workflow": session.workflow_slug,
         "status": session.status,
         "error": session.error,
-        "created_at": _iso(session.created_at),
-        "started_at": _iso(session.started_at),
-        "finished_at": _iso(session.finished_at),
+        "created_at": iso_ms_or_none(session.created_at),
+        "started_at": iso_ms_or_none(session.started_at),
+        "finished_at": iso_ms_or_none(session.finished_at),
         "duration_seconds": session.duration_seconds,
         "totals": {
             "input_tokens": session.input_tokens,
@@ -72,7 +68,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
             {
                 "node_id": n.node_id, "node_type": n.node_type, "agent_id": n.agent_id,
                 "status": n.status, "rounds": n.rounds, "error": n.error,
-                "started_at": _iso(n.started_at), "finished_at": _iso(n.finished_at),
+                "started_at": iso_ms_or_none(n.started_at), "finished_at": iso_ms_or_none(n.finished_at),
             }
             for n in session.node_states.all()
         ],
@@ -81,7 +77,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
                 "node_id": u.node_id, "agent_id": u.agent_id, "model": u.model,
                 "round": u.round, "input_tokens": u.input_tokens,
                 "output_tokens": u.output_tokens, "cost_usd": _money(u.cost_usd),
-                "created_at": _iso(u.created_at),
+                "created_at": iso_ms_or_none(u.created_at),
             }
             for u in session.usages.all()
         ],
@@ -90,7 +86,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
                 "node_id": r.node_id, "reviewed_node_id": r.reviewed_node_id,
                 "round": r.round, "reason": r.reason, "status": r.status,
                 "decision": r.decision, "comment": r.comment,
-                "decided_by": _username(r.decided_by), "decided_at": _iso(r.decided_at),
+                "decided_by": _username(r.decided_by), "decided_at": iso_ms_or_none(r.decided_at),
             }
             for r in session.reviews.all()
         ],
@@ -98,7 +94,7 @@ def session_to_dict(session: Session) -> dict[str, Any]:
             {
                 "kind": m.kind, "node_id": m.node_id, "agent_id": m.agent_id,
                 "round": m.round, "user": _username(m.user), "is_final": m.is_final,
-                "thinking": m.thinking, "text": m.text, "created_at": _iso(m.created_at),
+                "thinking": m.thinking, "text": m.text, "created_at": iso_ms_or_none(m.created_at),
             }
             for m in session.messages.all()
         ],
@@ -144,9 +140,9 @@ def session_to_markdown(session: Session) -> str:
         f"- Owner: {_cell(_username(session.owner))}",
         f"- Workflow: {_cell(session.workflow_slug)}",
         f"- Status: {session.status}",
-        f"- Created: {_iso(session.created_at)}",
-        f"- Started: {_iso(session.started_at) or '-'}",
-        f"- Finished: {_iso(session.finished_at) or '-'}",
+        f"- Created: {iso_ms_or_none(session.created_at)}",
+        f"- Started: {iso_ms_or_none(session.started_at) or '-'}",
+        f"- Finished: {iso_ms_or_none(session.finished_at) or '-'}",
         f"- Duration: {format_duration_seconds(session.duration_seconds)}",
         f"- Nodes: {session.nodes_completed} completed, {session.nodes_failed} failed, "
         f"{session.nodes_total} total",
@@ -176,14 +172,14 @@ def session_to_markdown(session: Session) -> str:
             ["Node", "Round", "Status", "Decision", "Comment", "Decided by", "Decided at"],
             [
                 [r.node_id, r.round, r.status, r.decision, r.comment,
-                 _username(r.decided_by), _iso(r.decided_at)]
+                 _username(r.decided_by), iso_ms_or_none(r.decided_at)]
                 for r in reviews
             ],
         )
     lines += ["", "## Transcript", ""]
     for message in session.messages.all():
         where = f" — node {message.node_id}, round {message.round}" if message.node_id else ""
-        lines += [f"### {_speaker(message)}{where}", "", f"_{_iso(message.created_at)}_", ""]
+        lines += [f"### {_speaker(message)}{where}", "", f"_{iso_ms_or_none(message.created_at)}_", ""]
         if message.thinking:
             lines += ["**Thinking:**", "", *_quote(message.thinking), ""]
         if message.thinking and message.text:
