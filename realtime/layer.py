@@ -1,5 +1,5 @@
-"""Living with the channel layer and the event loop: written once, used by hub, publisher and
-executor.
+"""Living with the channel layer, the event loop and the apps above: written once, used by
+hub, publisher, executor and the interfaces other apps implement.
 
 - ``per_loop``: one instance of a thing per running event loop (the hub, the publisher, the
   embedded executor). A process has one loop in production; tests start many, and an object
@@ -10,6 +10,7 @@ executor.
   failed receive means the layer lost its connection, maybe to a Redis that restarted empty
   and forgot every group; the owner's ``rejoin`` joins its groups again (retried with back-off
   until the layer is back) before the next receive.
+- ``Registered``: the slot an interface's one implementation is registered in at start-up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +126,23 @@ async def receive_forever(
             raise
         except Exception:
             log.exception("%s could not handle a %s message", name, message.get("type"))
+
+
+class Registered[T]:
+    """The one implementation of an interface, registered by the app above at start-up.
+
+    How a lower layer reaches code of a higher one without importing it: the lower layer
+    declares the slot, the higher one fills it from its ``AppConfig.ready()``."""
+
+    def __init__(self, what: str, *, how: str) -> None:
+        self.what = what
+        self.how = how
+        self.implementation: T | None = None
+
+    def register(self, implementation: T) -> None:
+        self.implementation = implementation
+
+    def get(self) -> T:
+        if self.implementation is None:
+            raise ImproperlyConfigured(f"no {self.what} registered: {self.how}")
+        return self.implementation

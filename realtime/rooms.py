@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from django.core.exceptions import ImproperlyConfigured
-
+from realtime.layer import Registered
 from realtime.protocol import Command
 from realtime.vocabulary import Access
 
@@ -45,18 +44,10 @@ class RoomBackend(Protocol):
         run again). Raises CommandRefused for anything the session refuses."""
 
 
-_backend: RoomBackend | None = None
-
-
-def register_backend(backend: RoomBackend) -> None:
-    global _backend
-    _backend = backend
-
-
-def get_backend() -> RoomBackend:
-    if _backend is None:
-        raise ImproperlyConfigured(
-            "no realtime room backend registered: the app that owns sessions must call "
-            "realtime.rooms.register_backend() in its AppConfig.ready()"
-        )
-    return _backend
+_backend: Registered[RoomBackend] = Registered(
+    "realtime room backend",
+    how="the app that owns sessions must call realtime.rooms.register_backend() in its "
+    "AppConfig.ready()",
+)
+register_backend = _backend.register
+get_backend = _backend.get

@@ -18,8 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from django.core.exceptions import ImproperlyConfigured
-
+from realtime.layer import Registered
 from workflows.vocabulary import ReviewStatus
 
 
@@ -130,18 +129,10 @@ class RunStore(Protocol):
     def review_close(self, *, session_id: str, node_id: str) -> None: ...
 
 
-_store: RunStore | None = None
-
-
-def register_store(store: RunStore) -> None:
-    global _store
-    _store = store
-
-
-def get_store() -> RunStore:
-    if _store is None:
-        raise ImproperlyConfigured(
-            "no run store registered: the app that owns sessions must call "
-            "workflows.store.register_store() in its AppConfig.ready()"
-        )
-    return _store
+_store: Registered[RunStore] = Registered(
+    "run store",
+    how="the app that owns sessions must call workflows.store.register_store() in its "
+    "AppConfig.ready()",
+)
+register_store = _store.register
+get_store = _store.get
