@@ -128,6 +128,7 @@ class Publisher:
         # loop times of the first and the latest failure of the current database outage
         self._failing_since: float | None = None
         self._failed_at = 0.0
+        self._gave_up = False  # a batch of the current outage was given up
 
     def publish_nowait(
         self,
@@ -206,7 +207,10 @@ class Publisher:
                 frames = await loop.run_in_executor(self._executor, attempt, items)
             except TRANSIENT_DB_ERRORS as exc:
                 now = loop.time()
-                if now + backoff.delay - self._outage_began(now) > STORE_RETRY_SECONDS:
+                began = self._outage_began(now)
+                if self._gave_up or now + backoff.delay - began > STORE_RETRY_SECONDS:
+                    # Once one batch was given up, the others of this outage fail at once.
+                    self._gave_up = True
                     raise
                 delay = backoff.next()
                 log.warning("storing %d events failed (%s); retrying in %.2f s",
@@ -215,6 +219,7 @@ class Publisher:
                 attempt = _store_again_in_thread
                 continue
             self._failing_since = None
+            self._gave_up = False
             return frames
 
     def _outage_began(self, now: float) -> float:
@@ -222,6 +227,7 @@ class Publisher:
         batch was tried in between) starts a new outage with a fresh retry budget."""
         if self._failing_since is None or now - self._failed_at > STORE_RETRY_SECONDS:
             self._failing_since = now
+            self._gave_up = False
         self._failed_at = now
         return self._failing_since
 

@@ -22,6 +22,8 @@ def _fast_settings(settings: Any) -> None:
     settings.TOKEN_COALESCE_MS = 5
     settings.WORKER_POLL_SECONDS = 0.1
     settings.WORKER_LEASE_SECONDS = 3
+    # Hashing is what many small users cost (PBKDF2: ~0.3 s each); tests don't need it strong.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

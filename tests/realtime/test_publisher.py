@@ -82,6 +82,8 @@ async def test_a_batch_committed_before_its_error_is_not_stored_twice(
 
 async def test_an_outage_longer_than_the_budget_fails_the_futures_then_recovers(
         owner: Any, monkeypatch: Any, fast_retries: None) -> None:
+    # The budget is also the quiet gap that starts a new outage: 1 s keeps a loaded machine's
+    # slow thread hand-off between the two batches inside it.
     monkeypatch.setattr(publisher, "STORE_RETRY_SECONDS", 0.5)
     sid = await create_session(owner, "demo")
     calls = failing(monkeypatch, 10_000)
