@@ -34,6 +34,11 @@ from realtime.timestamps import iso_ms, utc_now
 log = logging.getLogger(__name__)
 
 
+class FencedOut(Exception):
+    """The log refused events whose fence is not the session's current one: the writer was
+    superseded (its lease was taken over while it was frozen) and must write no more."""
+
+
 @dataclass
 class PendingEvent:
     session_id: str
@@ -41,6 +46,9 @@ class PendingEvent:
     data: dict[str, Any]
     node_id: str | None
     created_at: datetime
+    # Events with a fence are stored only while the log's fence equals it (see set_fence);
+    # None: not fenced (a person's action, stored by its service's own transaction).
+    fence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,14 +56,25 @@ class StoredFrame:
     session_id: str
     seq: int
     text: str
+    fence: int | None = None
 
 
 def make_pending(
-    *, session_id: str, event: str, data: dict[str, Any] | None, node_id: str | None
+    *, session_id: str, event: str, data: dict[str, Any] | None, node_id: str | None,
+    fence: int | None = None,
 ) -> PendingEvent:
     if event not in protocol.LOGGED_EVENTS:
         raise ValueError(f"{event!r} is not a logged event")
-    return PendingEvent(str(session_id), event, data or {}, node_id, utc_now())
+    return PendingEvent(str(session_id), event, data or {}, node_id, utc_now(), fence)
+
+
+def _groups(batch: list[PendingEvent]) -> dict[tuple[str, int | None], list[PendingEvent]]:
+    """The batch's events by session and fence, in order: each group is stored or refused
+    as a whole."""
+    groups: dict[tuple[str, int | None], list[PendingEvent]] = defaultdict(list)
+    for item in batch:
+        groups[(item.session_id, item.fence)].append(item)
+    return groups
 
 
 _dumps = protocol.dumps
@@ -93,14 +112,17 @@ def _table() -> tuple[str, str]:
     return qn(meta.db_table), columns
 
 
-def _advance(cursor: Any, session_id: str, n: int) -> int | None:
-    """Reserve n seqs for the session (row lock until commit); returns the new last_seq."""
+def _advance(cursor: Any, session_id: str, n: int, fence: int | None) -> int | None:
+    """Reserve n seqs for the session (row lock until commit); returns the new last_seq, or
+    None if the log is gone or (for fenced events) its fence moved on."""
     qn = connection.ops.quote_name
     pk = SessionLog._meta.pk
+    fenced = "" if fence is None else f" AND {qn('fence')} = %s"
     cursor.execute(
         f"UPDATE {qn(SessionLog._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + %s "
-        f"WHERE {qn(pk.column)} = %s RETURNING {qn('last_seq')}",
-        [n, pk.get_db_prep_value(uuid.UUID(session_id), connection)],
+        f"WHERE {qn(pk.column)} = %s{fenced} RETURNING {qn('last_seq')}",
+        [n, pk.get_db_prep_value(uuid.UUID(session_id), connection),
+         *([] if fence is None else [fence])],
     )
     rows = cursor.fetchall()
     return rows[0][0] if rows else None
@@ -127,19 +149,16 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
     """Insert a batch (any sessions) in one transaction; returns the frames in seq order."""
     if connection.vendor not in ("sqlite", "postgresql"):
         return _store_events_orm(batch)
-    by_session: dict[str, list[PendingEvent]] = defaultdict(list)
-    for item in batch:
-        by_session[item.session_id].append(item)
     frames: list[StoredFrame] = []
     rows: list[tuple[Any, ...]] = []
     adapt_time = connection.ops.adapt_datetimefield_value
     pk = SessionLog._meta.pk
     with transaction.atomic(), connection.cursor() as cursor:
-        for session_id, items in by_session.items():
+        for (session_id, fence), items in _groups(batch).items():
             n = len(items)
-            last = _advance(cursor, session_id, n)
+            last = _advance(cursor, session_id, n, fence)
             if last is None:
-                log.warning("dropping %d events for missing session %s", n, session_id)
+                _refused(session_id, fence, n)
                 continue
             db_session = pk.get_db_prep_value(uuid.UUID(session_id), connection)
             seq = last - n
@@ -155,11 +174,20 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
                         session_id, seq,
                         _frame(session_id, seq, item.event, data_json, item.node_id,
                                iso_ms(item.created_at)),
+                        fence,
                     )
                 )
         if rows:
             _insert_rows(cursor, rows)
     return frames
+
+
+def _refused(session_id: str, fence: int | None, n: int) -> None:
+    if fence is None:
+        log.warning("dropping %d events for missing session %s", n, session_id)
+    else:
+        log.warning("refusing %d events of %s from a superseded writer (fence %s)",
+                    n, session_id, fence)
 
 
 def find_stored(batch: list[PendingEvent]) -> list[StoredFrame] | None:
@@ -169,18 +197,15 @@ def find_stored(batch: list[PendingEvent]) -> list[StoredFrame] | None:
     The batch was one transaction, so one event found means all were stored, each session's
     events with consecutive seqs; an event is recognised by its creation time (microseconds),
     name, node and data. Only called when retrying, never on the hot path."""
-    by_session: dict[str, list[PendingEvent]] = defaultdict(list)
-    for item in batch:
-        by_session[item.session_id].append(item)
     frames: list[StoredFrame] = []
     found = False
-    for session_id, items in by_session.items():
+    for (session_id, fence), items in _groups(batch).items():
         first = _stored_seq(items[0])
         if first is None:
-            continue  # not committed, or the session is gone (store_events skips it too)
+            continue  # not committed, or refused (gone, fenced out) as store_events would
         found = True
         frames.extend(
-            StoredFrame(session_id, seq, text)
+            StoredFrame(session_id, seq, text, fence)
             for seq, text in read_frames(session_id, after=first - 1, upto=first - 1 + len(items))
         )
     return frames if found else None
@@ -200,16 +225,16 @@ def _stored_seq(item: PendingEvent) -> int | None:
 
 def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
     """Portable path (databases other than SQLite and PostgreSQL)."""
-    by_session: dict[str, list[PendingEvent]] = defaultdict(list)
-    for item in batch:
-        by_session[item.session_id].append(item)
     frames: list[StoredFrame] = []
     rows: list[SessionEvent] = []
     with transaction.atomic():
-        for session_id, items in by_session.items():
+        for (session_id, fence), items in _groups(batch).items():
             n = len(items)
-            if not SessionLog.objects.filter(pk=session_id).update(last_seq=F("last_seq") + n):
-                log.warning("dropping %d events for missing session %s", n, session_id)
+            log_row = SessionLog.objects.filter(pk=session_id)
+            if fence is not None:
+                log_row = log_row.filter(fence=fence)
+            if not log_row.update(last_seq=F("last_seq") + n):
+                _refused(session_id, fence, n)
                 continue
             last = SessionLog.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
             for offset, item in enumerate(items):
@@ -227,6 +252,7 @@ def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
                             session_id=session_id, seq=seq, event=item.event, data=item.data,
                             node_id=item.node_id, at=item.created_at,
                         ),
+                        fence,
                     )
                 )
         SessionEvent.objects.bulk_create(rows, batch_size=500)
@@ -281,6 +307,15 @@ def head_seqs(session_ids: list[str]) -> dict[str, int]:
 def open_log(*, session_id: Any) -> None:
     """Start the (empty) log of a new session; called in the transaction that creates it."""
     SessionLog.objects.get_or_create(pk=session_id)
+
+
+def set_fence(*, session_id: Any, fence: int) -> None:
+    """From now on, fenced events of the session are stored only if they carry ``fence``.
+
+    Called in the transaction that hands the session's writing over (a run's lease taken), so
+    a superseded writer's batches that were queued, or frozen, are refused even if it wakes
+    before it notices."""
+    SessionLog.objects.filter(pk=session_id).update(fence=fence)
 
 
 def delete_log(*, session_id: Any) -> None:

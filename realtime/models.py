@@ -17,6 +17,8 @@ from realtime.vocabulary import EventName
 class SessionLog(models.Model):
     session_id = models.UUIDField(primary_key=True, editable=False)
     last_seq = models.BigIntegerField(default=0)
+    # Fenced events are stored only while they carry this value (eventlog.set_fence).
+    fence = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = "session event log"

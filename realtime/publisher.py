@@ -34,6 +34,7 @@ from django.db import (
 
 from realtime import groups
 from realtime.eventlog import (
+    FencedOut,
     PendingEvent,
     StoredFrame,
     find_stored,
@@ -137,9 +138,13 @@ class Publisher:
         event: str,
         data: dict[str, Any] | None = None,
         node_id: str | None = None,
+        fence: int | None = None,
     ) -> asyncio.Future[int]:
-        """Queue an event; the future resolves to its seq once stored and broadcast."""
-        item = make_pending(session_id=session_id, event=event, data=data, node_id=node_id)
+        """Queue an event; the future resolves to its seq once stored and broadcast, or fails
+        with ``FencedOut`` if ``fence`` is no longer the session's (``eventlog.set_fence``)."""
+        item = make_pending(
+            session_id=session_id, event=event, data=data, node_id=node_id, fence=fence
+        )
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wakeup.set()
@@ -154,9 +159,10 @@ class Publisher:
         event: str,
         data: dict[str, Any] | None = None,
         node_id: str | None = None,
+        fence: int | None = None,
     ) -> int:
         return await self.publish_nowait(
-            session_id=session_id, event=event, data=data, node_id=node_id
+            session_id=session_id, event=event, data=data, node_id=node_id, fence=fence
         )
 
     async def flush(self) -> None:
@@ -241,19 +247,23 @@ def _fail_futures(batch: list[tuple[PendingEvent, asyncio.Future[int]]], exc: Ba
 def _resolve_futures(
     batch: list[tuple[PendingEvent, asyncio.Future[int]]], frames: list[StoredFrame]
 ) -> None:
-    """Frames come back in batch order per session: resolve the futures in that order."""
-    by_session: dict[str, list[int]] = {}
+    """Frames come back in batch order per session and fence: resolve the futures in that
+    order; an event without a frame was refused (its session gone, or its fence moved on)."""
+    by_group: dict[tuple[str, int | None], list[int]] = {}
     for frame in frames:
-        by_session.setdefault(frame.session_id, []).append(frame.seq)
-    taken: dict[str, int] = {}
+        by_group.setdefault((frame.session_id, frame.fence), []).append(frame.seq)
+    taken: dict[tuple[str, int | None], int] = {}
     for item, future in batch:
-        seq_list = by_session.get(item.session_id)
-        index = taken.get(item.session_id, 0)
-        taken[item.session_id] = index + 1  # a cancelled future still used its seq
+        group = (item.session_id, item.fence)
+        seq_list = by_group.get(group)
+        index = taken.get(group, 0)
+        taken[group] = index + 1  # a cancelled future still used its seq
         if future.done():
             continue
         if seq_list and index < len(seq_list):
             future.set_result(seq_list[index])
+        elif item.fence is not None:
+            future.set_exception(FencedOut(f"session {item.session_id}: fence {item.fence} superseded"))
         else:
             future.set_exception(LookupError(f"session {item.session_id} is gone"))
 

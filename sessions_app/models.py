@@ -56,6 +56,8 @@ class Session(models.Model):
     run_requested = models.BooleanField(default=False)
     lease_owner = models.CharField(max_length=100, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Fencing token: advanced by every claim; every run write must carry the current one.
+    lease_generation = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 
+from realtime.eventlog import FencedOut
 from realtime.publisher import get_publisher
 from realtime.vocabulary import EventName
 from workflows.providers import Chunk
@@ -36,8 +37,11 @@ class Coalescer:
     ``failed`` is set when a chunk could not be stored; nothing more is published then.
     """
 
-    def __init__(self, *, session_id: str, node_id: str, agent_id: str, window: float) -> None:
+    def __init__(
+        self, *, session_id: str, node_id: str, agent_id: str, window: float, fence: int | None
+    ) -> None:
         self.session_id = session_id
+        self.fence = fence
         self.node_id = node_id
         self.agent_id = agent_id
         self.window = window
@@ -73,6 +77,7 @@ class Coalescer:
         self.last = get_publisher().publish_nowait(
             session_id=self.session_id,
             event=EventName.TOKEN_STREAM,
+            fence=self.fence,
             node_id=self.node_id,
             data={
                 "chunk": text,
@@ -110,7 +115,10 @@ class Coalescer:
         return "".join(self.sent_thinking)
 
     def check(self) -> None:
-        """Raise if a chunk could not be stored (see EventLogUnavailable)."""
+        """Raise if a chunk could not be stored: FencedOut if the log refused it (the run was
+        taken over), else EventLogUnavailable."""
+        if isinstance(self.failed, FencedOut):
+            raise self.failed
         if self.failed is not None:
             raise EventLogUnavailable(str(self.failed)) from self.failed
 

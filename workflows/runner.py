@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 
+from realtime.eventlog import FencedOut
 from realtime.publisher import get_publisher
 from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus, NodeType, SessionStatus
 from workflows.control import RunAction
@@ -23,7 +24,7 @@ from workflows.nodes import AGENT, EXECUTORS
 from workflows.pricing import known_model
 from workflows.providers import effective_model
 from workflows.store import RunStart
-from workflows.stored import stored
+from workflows.stored import FencedStore
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,13 @@ ENDED = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus
 class SessionRunner:
     """Executes one session in the runner's event loop (a ``nodes.RunContext``)."""
 
-    def __init__(self, *, session_id: str, definition: WorkflowDefinition) -> None:
+    def __init__(
+        self, *, session_id: str, definition: WorkflowDefinition, generation: int
+    ) -> None:
         self.session_id = str(session_id)
         self.definition = definition
+        self.generation = generation
+        self.store = FencedStore(generation=generation, on_lost=self.fenced_out)
         self.status: dict[str, str] = {n.id: NodeStatus.PENDING for n in definition.nodes}
         self.outputs: dict[str, str] = {}
         self.rounds: dict[str, int] = {}
@@ -96,10 +101,18 @@ class SessionRunner:
         self.abandoned = True
         self.stop()
 
+    def fenced_out(self) -> None:
+        """A write was refused: another runner took the run over (this one froze past its
+        lease). Abandon at once, before anything else queued is tried."""
+        if not self.abandoned:
+            log.warning("run of %s: lease generation %s was taken over; abandoning",
+                        self.session_id, self.generation)
+        self.abandon()
+
     # ------------------------------------------------------------------ run
     async def run(self) -> str | None:
         """Run (or continue) the session to its end; returns the final session status."""
-        begin = await stored.run_begin(session_id=self.session_id)
+        begin = await self.store.run_begin(session_id=self.session_id)
         if begin is None:
             return None
         self._load(begin)
@@ -112,6 +125,8 @@ class SessionRunner:
         except asyncio.CancelledError:
             self.abandon()
             raise
+        except FencedOut:
+            self.fenced_out()
         except Exception as exc:  # a bug or a database outage: fail cleanly, never half-way
             log.exception("run of %s failed", self.session_id)
             error = f"internal error: {exc.__class__.__name__}"
@@ -121,7 +136,7 @@ class SessionRunner:
             return None
         await get_publisher().flush()
         self.finishing = True
-        return await stored.run_finish(session_id=self.session_id, error=error)
+        return await self.store.run_finish(session_id=self.session_id, error=error)
 
     def _load(self, begin: RunStart) -> None:
         """Take the state a previous runner left (all pending on a fresh start)."""
@@ -164,13 +179,13 @@ class SessionRunner:
         if not missing:
             return ""
         for node_id, error in missing.items():
-            await stored.node_fail(
+            await self.store.node_fail(
                 session_id=self.session_id, node_id=node_id, error=error, code="node_failed",
                 message_id=None,
             )
             self.status[node_id] = NodeStatus.FAILED
         pending = [n for n, s in self.status.items() if s == NodeStatus.PENDING]
-        await stored.nodes_skip(
+        await self.store.nodes_skip(
             session_id=self.session_id, node_ids=pending,
             reason="not run: the workflow uses a model without a price",
         )
@@ -197,7 +212,7 @@ class SessionRunner:
     async def _skip_blocked(self) -> None:
         blocked = self._blocked()
         while blocked:
-            await stored.nodes_skip(
+            await self.store.nodes_skip(
                 session_id=self.session_id, node_ids=blocked,
                 reason="skipped: a node it depends on failed",
             )
@@ -232,6 +247,7 @@ class SessionRunner:
             await get_publisher().publish(
                 session_id=self.session_id, event=EventName.NODE_PARALLEL_START, node_id=trigger,
                 data={"node_id": trigger, "branches": [n.id for n in ready]},
+                fence=self.generation,
             )
             if self.stopped:
                 return

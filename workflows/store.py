@@ -9,6 +9,12 @@ events describing them together (broadcast after commit); each is safe to call a
 an error (nothing was committed), which is how the engine rides out a database blip.
 
 All methods are synchronous and keyword-only; the engine calls them in the database thread.
+
+Fencing: every lease has a generation, advanced each time a runner takes the run. Every write
+carries the generation its runner holds (``fence``) and checks it in its own transaction,
+under the session's row lock; a write from a superseded runner (one frozen past its lease and
+taken over) raises ``LeaseLost`` and stores nothing, and that runner abandons the run. The
+runner's streamed events are fenced the same way in the event log (``eventlog.set_fence``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from typing import Any, Protocol
 
 from realtime.layer import Registered
 from workflows.vocabulary import ReviewStatus
+
+
+class LeaseLost(Exception):
+    """A write from a runner whose lease generation is no longer the session's."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,11 @@ class ReviewState:
 
 class RunStore(Protocol):
     # --------------------------------------------------------------- the run
-    def run_begin(self, *, session_id: str) -> RunStart | None:
+    def run_begin(self, *, fence: int, session_id: str) -> RunStart | None:
         """Enter the run (a fresh start announces it; a take-over settles what a dead runner
         left half-done). None if the session already finished."""
 
-    def run_finish(self, *, session_id: str, error: str = "") -> str | None:
+    def run_finish(self, *, fence: int, session_id: str, error: str = "") -> str | None:
         """End the run (completed, or failed with ``error``); returns the final status."""
 
     def run_definition(self, *, session_id: str) -> dict[str, Any]:
@@ -60,46 +70,52 @@ class RunStore(Protocol):
 
     # --------------------------------------------------------------- leases
     def claim_runs(
-        self, *, owner: str, limit: int, lease_seconds: float, only: Any = None
-    ) -> list[str]: ...
+        self, *, owner: str, limit: int, lease_seconds: float, only: Any = None,
+        exclude: Any = (),
+    ) -> list[tuple[str, int]]:
+        """Take up to ``limit`` runs nobody holds: (session id, lease generation) each."""
 
-    def renew_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> str | None:
-        """Extend ``owner``'s lease; the session's status, or None if the lease was lost."""
+    def renew_lease(
+        self, *, session_id: str, owner: str, generation: int, lease_seconds: float
+    ) -> str | None:
+        """Extend ``owner``'s lease of that generation; the session's status, or None if the
+        lease was lost (taken over: the generation moved on)."""
 
-    def take_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> bool: ...
+    def take_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> int | None:
+        """Lease one session to ``owner`` unless a live runner holds it; its generation."""
 
-    def release_lease(self, *, session_id: str, owner: str) -> None: ...
+    def release_lease(self, *, session_id: str, owner: str, generation: int) -> None: ...
 
     # --------------------------------------------------------------- agent nodes
-    def node_begin(self, *, session_id: str, node_id: str, agent_id: str, round: int) -> int:
+    def node_begin(self, *, fence: int, session_id: str, node_id: str, agent_id: str, round: int) -> int:
         """The node streams now; returns the id of its transcript message."""
 
-    def node_set_status(self, *, session_id: str, node_id: str, status: str) -> None: ...
+    def node_set_status(self, *, fence: int, session_id: str, node_id: str, status: str) -> None: ...
 
-    def message_save_partial(self, *, message_id: int, text: str, thinking: str) -> None: ...
+    def message_save_partial(self, *, fence: int, message_id: int, text: str, thinking: str) -> None: ...
 
     def node_complete(
-        self, *, session_id: str, node_id: str, agent_id: str, round: int, model: str,
+        self, *, fence: int, session_id: str, node_id: str, agent_id: str, round: int, model: str,
         message_id: int, text: str, thinking: str, input_tokens: int, output_tokens: int,
         cost_usd: Decimal,
     ) -> None: ...
 
     def usage_progress(
-        self, *, session_id: str, node_id: str, agent_id: str, model: str, input_tokens: int,
+        self, *, fence: int, session_id: str, node_id: str, agent_id: str, model: str, input_tokens: int,
         output_tokens: int, cost_usd: Decimal,
     ) -> None: ...
 
     def node_fail(
-        self, *, session_id: str, node_id: str, error: str, code: str, message_id: int | None,
+        self, *, fence: int, session_id: str, node_id: str, error: str, code: str, message_id: int | None,
         text: str = "", thinking: str = "",
     ) -> None: ...
 
     def node_stopped(
-        self, *, session_id: str, node_id: str, message_id: int | None, text: str = "",
+        self, *, fence: int, session_id: str, node_id: str, message_id: int | None, text: str = "",
         thinking: str = "",
     ) -> None: ...
 
-    def nodes_skip(self, *, session_id: str, node_ids: list[str], reason: str) -> None: ...
+    def nodes_skip(self, *, fence: int, session_id: str, node_ids: list[str], reason: str) -> None: ...
 
     def user_messages_before(
         self, *, session_id: str, before_id: int | None = None
@@ -108,25 +124,25 @@ class RunStore(Protocol):
 
     # --------------------------------------------------------------- review nodes
     def review_open(
-        self, *, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
+        self, *, fence: int, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
         timeout: int | None,
     ) -> None: ...
 
     def review_auto_approve(
-        self, *, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
+        self, *, fence: int, session_id: str, node_id: str, reviewed_node_id: str, round: int, reason: str,
         comment: str,
     ) -> None: ...
 
     def review_state(self, *, session_id: str, node_id: str, round: int) -> ReviewState | None: ...
 
-    def review_decide_default(self, *, session_id: str, node_id: str, decision: str) -> bool:
+    def review_decide_default(self, *, fence: int, session_id: str, node_id: str, decision: str) -> bool:
         """Record ``decision`` as timed out; False if it cannot be now (decided meanwhile)."""
 
     def review_comments(self, *, session_id: str, node_id: str) -> list[str]: ...
 
     def answered_after(self, *, session_id: str, node_id: str, moment: datetime) -> bool: ...
 
-    def review_close(self, *, session_id: str, node_id: str) -> None: ...
+    def review_close(self, *, fence: int, session_id: str, node_id: str) -> None: ...
 
 
 _store: Registered[RunStore] = Registered(

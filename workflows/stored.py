@@ -1,5 +1,5 @@
-"""The run store from the runner's event loop: every call in the database thread, retried
-while the database is briefly gone.
+"""The run store from a runner's event loop: every call in the database thread, retried
+while the database is briefly gone, every write fenced with the runner's lease generation.
 
 Every store write is one transaction (or a read), so an error means nothing was committed
 and calling again is safe; the engine changes its own state only after a write succeeded. A
@@ -22,7 +22,7 @@ from django.db import connection
 
 from realtime.layer import Backoff
 from realtime.publisher import RETRY_FIRST_DELAY, RETRY_MAX_DELAY, TRANSIENT_DB_ERRORS
-from workflows.store import get_store
+from workflows.store import LeaseLost, get_store
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,33 @@ async def _retrying(name: str, **kwargs: Any) -> Any:
             await asyncio.sleep(delay)
 
 
-class _AsyncStore:
-    """``await stored.node_begin(...)`` runs ``get_store().node_begin(...)`` as above."""
+# The store's writes: each carries the runner's lease generation (``workflows.store``).
+WRITES = frozenset({
+    "run_begin", "run_finish", "node_begin", "node_set_status", "message_save_partial",
+    "node_complete", "usage_progress", "node_fail", "node_stopped", "nodes_skip",
+    "review_open", "review_auto_approve", "review_decide_default", "review_close",
+})
+
+
+class FencedStore:
+    """The run store as one runner sees it: ``await store.node_begin(...)`` runs the
+    registered store's method in the database thread, retried through blips, each write
+    carrying the runner's lease generation. A write refused as stale (the run was taken over
+    while this runner was frozen) calls ``on_lost`` and unwinds the caller like a stop
+    (CancelledError): the runner abandons the run and writes nothing more."""
+
+    def __init__(self, *, generation: int, on_lost: Callable[[], None]) -> None:
+        self.generation = generation
+        self.on_lost = on_lost
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        return functools.partial(_retrying, name)
+        async def call(**kwargs: Any) -> Any:
+            if name in WRITES:
+                kwargs["fence"] = self.generation
+            try:
+                return await _retrying(name, **kwargs)
+            except LeaseLost:
+                self.on_lost()
+                raise asyncio.CancelledError from None
 
-
-stored = _AsyncStore()
+        return call

@@ -84,9 +84,9 @@ class Executor:
                 await self.layer.group_add(control.WORKERS_GROUP, self.channel)
             self._tasks.append(loop.create_task(self._claim_loop(), name="executor-claim"))
 
-    def execute(self, session_id: str) -> asyncio.Task[Any]:
-        """Run a session whose lease this executor already holds (see take_lease)."""
-        self._start_run(str(session_id))
+    def execute(self, session_id: str, generation: int) -> asyncio.Task[Any]:
+        """Run a session whose lease (of ``generation``) this executor already holds."""
+        self._start_run(str(session_id), generation)
         return self.runs[str(session_id)]
 
     async def close(self) -> None:
@@ -105,15 +105,13 @@ class Executor:
             try:
                 free = self.max_runs - len(self.runs)
                 if free > 0:
-                    for session_id in await _store_call("claim_runs")(
+                    # Our own runs are excluded: one whose renewals lapsed (a database blip,
+                    # a stalled loop) keeps its lease by renewing it, never a second runner.
+                    for session_id, generation in await _store_call("claim_runs")(
                         owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS,
-                        only=self.only,
+                        only=self.only, exclude=list(self.runs),
                     ):
-                        if session_id in self.runs:
-                            # Our own run whose renewals lapsed (a DB blip or a stalled loop):
-                            # the claim just renewed the lease; never start a second runner.
-                            continue
-                        self._start_run(session_id)
+                        self._start_run(session_id, generation)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -142,17 +140,21 @@ class Executor:
         for name in names:
             await self.layer.group_add(name, self.channel)
 
-    def _start_run(self, session_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(session_id), name=f"run-{session_id}")
+    def _start_run(self, session_id: str, generation: int) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(session_id, generation), name=f"run-{session_id}"
+        )
         self.runs[session_id] = task
         task.add_done_callback(lambda _t, sid=session_id: self.runs.pop(sid, None))
 
-    async def _run(self, session_id: str) -> None:
+    async def _run(self, session_id: str, generation: int) -> None:
         group = control.run_control_group(session_id)
         renewer: asyncio.Task[Any] | None = None
         try:
             definition = await database_sync_to_async(load_definition)(session_id)
-            runner = SessionRunner(session_id=session_id, definition=definition)
+            runner = SessionRunner(
+                session_id=session_id, definition=definition, generation=generation
+            )
             self.runners[session_id] = runner
             await self.layer.group_add(group, self.channel)
             renewer = asyncio.get_running_loop().create_task(self._renew(session_id, runner))
@@ -164,7 +166,7 @@ class Executor:
             log.exception("run %s crashed", session_id)
             with contextlib.suppress(Exception):
                 await _store_call("run_finish")(
-                    session_id=session_id, error="internal error in the runner"
+                    session_id=session_id, fence=generation, error="internal error in the runner"
                 )
         finally:
             self.runners.pop(session_id, None)
@@ -173,7 +175,9 @@ class Executor:
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, self.channel)
             with contextlib.suppress(Exception):
-                await _store_call("release_lease")(session_id=session_id, owner=self.owner)
+                await _store_call("release_lease")(
+                    session_id=session_id, owner=self.owner, generation=generation
+                )
 
     async def _renew(self, session_id: str, runner: SessionRunner) -> None:
         """Keep the lease while the run lasts, and re-read the session status each time so a
@@ -184,7 +188,7 @@ class Executor:
             read_at = time.monotonic()
             try:
                 status = await _store_call("renew_lease")(
-                    session_id=session_id, owner=self.owner,
+                    session_id=session_id, owner=self.owner, generation=runner.generation,
                     lease_seconds=settings.WORKER_LEASE_SECONDS,
                 )
             except asyncio.CancelledError:

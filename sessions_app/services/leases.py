@@ -4,6 +4,11 @@ A run is claimed by writing ``lease_owner``/``lease_expires_at`` with a conditio
 (with ``select_for_update(skip_locked=True)`` on PostgreSQL, so competing executors skip each
 other's rows instead of waiting); the runner renews the lease while the run executes. If its
 process dies, the lease expires and any executor takes the run over.
+
+Every claim advances ``lease_generation`` (the fencing token) and sets the event log's fence
+to it in the same transaction. Each run write checks it under the session's row lock
+(``lock_run``), so a runner that froze past its lease and wakes after a take-over can store
+nothing: not its queued events, not its node-boundary rows (``workflows.store``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from realtime.eventlog import set_fence
 from realtime.vocabulary import FINISHED_SESSION_STATUSES
 from sessions_app.models import Session
 from sessions_app.services.sessions import session_start
+from workflows.store import LeaseLost
 
 
 def _claimable() -> QuerySet[Session]:
@@ -34,50 +41,78 @@ def _expiry(lease_seconds: float) -> Any:
     return timezone.now() + timedelta(seconds=lease_seconds)
 
 
+def lock_run(session_id: Any, fence: int) -> Session:
+    """The session row, locked until the caller's transaction ends, if ``fence`` is still its
+    lease generation; LeaseLost (nothing written) otherwise."""
+    session = Session.objects.select_for_update().get(pk=session_id)
+    if session.lease_generation != fence:
+        raise LeaseLost(
+            f"run of {session_id}: lease generation {fence} was superseded by "
+            f"{session.lease_generation}"
+        )
+    return session
+
+
+def _lease(session_id: Any, owner: str, lease_seconds: float) -> int | None:
+    """Give the session's lease to ``owner`` with a new generation, unless a live runner
+    holds it (a conditional update: one executor wins a race); the generation."""
+    if not _claimable().filter(pk=session_id).update(
+        lease_owner=owner, lease_expires_at=_expiry(lease_seconds),
+        lease_generation=F("lease_generation") + 1,
+    ):
+        return None
+    generation = Session.objects.filter(pk=session_id).values_list("lease_generation", flat=True).get()
+    set_fence(session_id=session_id, fence=generation)
+    return generation
+
+
 @transaction.atomic
 def claim_runs(
-    *, owner: str, limit: int, lease_seconds: float, only: Collection[str] | None = None
-) -> list[str]:
+    *, owner: str, limit: int, lease_seconds: float, only: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+) -> list[tuple[str, int]]:
     """Take up to ``limit`` runs nobody holds; safe with any number of competing executors.
+    Returns (session id, lease generation) pairs.
 
     ``only`` restricts the claim to those sessions (a headless ``run_workflow`` must not
-    pick up other people's queued runs)."""
-    claimed: list[str] = []
-    expires = _expiry(lease_seconds)
+    pick up other people's queued runs); ``exclude`` are the executor's own runs (one whose
+    renewals lapsed keeps its lease by renewing it, never by a second claim)."""
+    claimed: list[tuple[str, int]] = []
     query = _claimable().order_by("created_at")
     if only is not None:
         query = query.filter(pk__in=list(only))
+    if exclude:
+        query = query.exclude(pk__in=list(exclude))
     if connection.vendor == "postgresql":
         query = query.select_for_update(skip_locked=True)
     for session_id in list(query.values_list("id", flat=True)[:limit]):
-        # Conditional update: only one executor wins a race on the same row.
-        if _claimable().filter(pk=session_id).update(lease_owner=owner, lease_expires_at=expires):
-            claimed.append(str(session_id))
+        generation = _lease(session_id, owner, lease_seconds)
+        if generation is not None:
+            claimed.append((str(session_id), generation))
     return claimed
 
 
-def renew_lease(*, session_id: str, owner: str, lease_seconds: float) -> str | None:
+def renew_lease(
+    *, session_id: str, owner: str, generation: int, lease_seconds: float
+) -> str | None:
     """Extend our lease; returns the session status, or None if the lease was lost."""
-    updated = Session.objects.filter(pk=session_id, lease_owner=owner).update(
-        lease_expires_at=_expiry(lease_seconds)
-    )
+    updated = Session.objects.filter(
+        pk=session_id, lease_owner=owner, lease_generation=generation
+    ).update(lease_expires_at=_expiry(lease_seconds))
     if not updated:
         return None
     return Session.objects.filter(pk=session_id).values_list("status", flat=True).first()
 
 
-def take_lease(*, session_id: str, owner: str, lease_seconds: float) -> bool:
+@transaction.atomic
+def take_lease(*, session_id: str, owner: str, lease_seconds: float) -> int | None:
     """Lease one session to ``owner`` unless a live runner holds it (used right after
-    queueing a run that this process will execute itself)."""
-    return bool(
-        _claimable().filter(pk=session_id).update(
-            lease_owner=owner, lease_expires_at=_expiry(lease_seconds)
-        )
-    )
+    queueing a run that this process will execute itself); the lease's generation."""
+    return _lease(session_id, owner, lease_seconds)
 
 
-def release_lease(*, session_id: str, owner: str) -> None:
-    Session.objects.filter(pk=session_id, lease_owner=owner).update(
+def release_lease(*, session_id: str, owner: str, generation: int) -> None:
+    Session.objects.filter(pk=session_id, lease_owner=owner, lease_generation=generation).update(
         lease_owner="", lease_expires_at=None
     )
 
@@ -85,8 +120,8 @@ def release_lease(*, session_id: str, owner: str) -> None:
 @transaction.atomic
 def session_start_leased(
     *, session_id: str, user: AbstractBaseUser | None, owner: str, lease_seconds: float
-) -> None:
+) -> int | None:
     """Queue the run and lease it to ``owner`` in one go (a headless run executes it in its
-    own process): no other executor can grab it in between."""
+    own process): no other executor can grab it in between. The lease's generation."""
     session_start(session_id=session_id, user=user)
-    take_lease(session_id=session_id, owner=owner, lease_seconds=lease_seconds)
+    return _lease(session_id, owner, lease_seconds)

@@ -18,6 +18,7 @@ from realtime.publisher import publish_sync
 from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus
 from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session, TokenUsage
 from sessions_app.services.events import node_state_event
+from sessions_app.services.leases import lock_run
 from sessions_app.services.usage import publish_usage, session_totals
 from workflows.vocabulary import ReviewStatus
 
@@ -43,8 +44,9 @@ def close_message(message_id: int | None, *, text: str, thinking: str) -> None:
 
 
 @transaction.atomic
-def node_begin(*, session_id: Any, node_id: str, agent_id: str, round: int) -> int:
+def node_begin(*, session_id: Any, fence: int, node_id: str, agent_id: str, round: int) -> int:
     """Node starts streaming: its status and a new transcript message; returns the message id."""
+    lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     node.status = NodeStatus.RUNNING
     node.error = ""
@@ -76,16 +78,21 @@ def _open_message(session_id: Any, node_id: str, round: int) -> Message | None:
 
 
 @transaction.atomic
-def node_set_status(*, session_id: Any, node_id: str, status: str) -> None:
+def node_set_status(*, session_id: Any, fence: int, node_id: str, status: str) -> None:
     """Pause/resume of one node at a chunk boundary."""
+    lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     node.status = status
     node.save(update_fields=["status"])
     node_state_event(session_id, node)
 
 
-def message_save_partial(*, message_id: int, text: str, thinking: str) -> None:
+@transaction.atomic
+def message_save_partial(
+    *, session_id: Any, fence: int, message_id: int, text: str, thinking: str
+) -> None:
     """Checkpoint of a streaming message for the admin (one UPDATE, about once a second)."""
+    lock_run(session_id, fence)
     Message.objects.filter(pk=message_id, is_final=False).update(
         text=text, thinking=thinking, updated_at=timezone.now()
     )
@@ -95,6 +102,7 @@ def message_save_partial(*, message_id: int, text: str, thinking: str) -> None:
 def node_complete(
     *,
     session_id: Any,
+    fence: int,
     node_id: str,
     agent_id: str,
     round: int,
@@ -107,7 +115,7 @@ def node_complete(
     cost_usd: Decimal,
 ) -> None:
     """Node done: final message, output for downstream nodes, usage row, live session totals."""
-    session = Session.objects.select_for_update().get(pk=session_id)
+    session = lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     close_message(message_id, text=text, thinking=thinking)
     TokenUsage.objects.update_or_create(
@@ -135,10 +143,10 @@ def node_complete(
 
 @transaction.atomic
 def node_fail(
-    *, session_id: Any, node_id: str, error: str, code: str, message_id: int | None,
-    text: str = "", thinking: str = "",
+    *, session_id: Any, fence: int, node_id: str, error: str, code: str,
+    message_id: int | None, text: str = "", thinking: str = "",
 ) -> None:
-    session = Session.objects.select_for_update().get(pk=session_id)
+    session = lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     close_message(message_id, text=text, thinking=thinking)
     error = error[:MAX_ERROR]
@@ -157,8 +165,10 @@ def node_fail(
 
 @transaction.atomic
 def node_stopped(
-    *, session_id: Any, node_id: str, message_id: int | None, text: str = "", thinking: str = ""
+    *, session_id: Any, fence: int, node_id: str, message_id: int | None, text: str = "",
+    thinking: str = "",
 ) -> None:
+    lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     close_message(message_id, text=text, thinking=thinking)
     if node.status in FINAL_NODE_STATUSES:
@@ -170,8 +180,9 @@ def node_stopped(
 
 
 @transaction.atomic
-def nodes_skip(*, session_id: Any, node_ids: list[str], reason: str) -> None:
+def nodes_skip(*, session_id: Any, fence: int, node_ids: list[str], reason: str) -> None:
     """Mark nodes that will never run (a dependency failed); a review still waiting counts."""
+    lock_run(session_id, fence)
     for node_id in node_ids:
         node = locked_node(session_id, node_id)
         if node.status not in (NodeStatus.PENDING, NodeStatus.WAITING_REVIEW):

@@ -20,6 +20,7 @@ from realtime.vocabulary import EventName, NodeStatus, ReviewDecision, SessionSt
 from sessions_app.models import HumanReview
 from sessions_app.services.errors import InvalidData, InvalidState, NotFound, ServiceError
 from sessions_app.services.events import node_state_event
+from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import locked_node, recount_nodes
 from sessions_app.services.sessions import locked_session
 from workflows import control
@@ -90,10 +91,12 @@ def review_submit(
     return review
 
 
-def review_decide_default(*, session_id: Any, node_id: str, decision: str) -> bool:
+@transaction.atomic
+def review_decide_default(*, session_id: Any, fence: int, node_id: str, decision: str) -> bool:
     """The review's deadline passed: record the definition's default decision as timed out.
     False if it cannot be recorded now (decided meanwhile, or the session is not in a
     reviewable state)."""
+    lock_run(session_id, fence)
     try:
         review_submit(
             session_id=session_id, user=None, node_id=node_id, decision=decision,
@@ -113,15 +116,15 @@ def _seconds_left(review: HumanReview) -> int | None:
 
 @transaction.atomic
 def review_open(
-    *, session_id: Any, node_id: str, reviewed_node_id: str, round: int, reason: str,
-    timeout: int | None,
+    *, session_id: Any, fence: int, node_id: str, reviewed_node_id: str, round: int,
+    reason: str, timeout: int | None,
 ) -> None:
     """Ask a human: the session waits (unless it is paused, in which case it stays paused).
 
     Idempotent per (node, round): a runner taking over re-asks a review that is still
     pending, keeping the original deadline (the ``timeout`` sent is what is left of it), and
     leaves an already decided review untouched."""
-    session = locked_session(session_id)
+    session = lock_run(session_id, fence)
     review, created = HumanReview.objects.get_or_create(
         session=session, node_id=node_id, round=round,
         defaults={
@@ -154,13 +157,14 @@ def review_open(
 
 @transaction.atomic
 def review_auto_approve(
-    *, session_id: Any, node_id: str, reviewed_node_id: str, round: int, reason: str, comment: str
+    *, session_id: Any, fence: int, node_id: str, reviewed_node_id: str, round: int,
+    reason: str, comment: str,
 ) -> None:
     """Record the automatic approval once the rejection rounds are spent.
 
     Nobody is asked (no human_interaction_required): the round is stored as decided by
     nobody, with the note as its comment, and announced with review_submitted."""
-    locked_session(session_id)
+    lock_run(session_id, fence)
     _, created = HumanReview.objects.get_or_create(
         session_id=session_id, node_id=node_id, round=round,
         defaults={
@@ -175,13 +179,13 @@ def review_auto_approve(
 
 
 @transaction.atomic
-def review_close(*, session_id: Any, node_id: str) -> None:
+def review_close(*, session_id: Any, fence: int, node_id: str) -> None:
     """The review node approved: it completes."""
+    session = lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     node.status = NodeStatus.COMPLETED
     node.finished_at = timezone.now()
     node.save(update_fields=["status", "finished_at"])
-    session = locked_session(session_id)
     recount_nodes(session)
     session.save(update_fields=["nodes_completed", "nodes_failed", "updated_at"])
     node_state_event(session_id, node)

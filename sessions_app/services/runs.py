@@ -24,6 +24,7 @@ from realtime.vocabulary import (
 )
 from sessions_app.models import Message, MessageKind, Session
 from sessions_app.services.events import node_state_event
+from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import recount_nodes
 from sessions_app.services.usage import session_totals
 from workflows.store import RunStart
@@ -34,10 +35,10 @@ INTERRUPTED_STATUSES = (NodeStatus.RUNNING, NodeStatus.PAUSED, NodeStatus.STOPPE
 
 
 @transaction.atomic
-def run_begin(*, session_id: Any) -> RunStart | None:
+def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
     """Enter the run: a fresh start publishes execution:started; a take-over settles what a
     dead runner left half-done so the interrupted nodes can run again cleanly."""
-    session = Session.objects.select_for_update().get(pk=session_id)
+    session = lock_run(session_id, fence)
     if session.status in FINISHED_SESSION_STATUSES:
         return None
     fresh = session.status == SessionStatus.CREATED
@@ -145,10 +146,10 @@ def _failure_text(session: Session) -> str:
 
 
 @transaction.atomic
-def run_finish(*, session_id: Any, error: str = "") -> str | None:
+def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
     """End the run: completed when every node completed, failed otherwise (a stopped session
     stays stopped). Totals are recomputed from the usage rows so they always equal their sum."""
-    session = Session.objects.select_for_update().get(pk=session_id)
+    session = lock_run(session_id, fence)
     session.run_requested = False
     session.lease_owner = ""
     session.lease_expires_at = None

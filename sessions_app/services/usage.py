@@ -16,6 +16,7 @@ from django.db.models import Sum
 from realtime.publisher import publish_sync
 from realtime.vocabulary import EventName
 from sessions_app.models import ZERO, Session, TokenUsage
+from sessions_app.services.leases import lock_run
 
 NO_MORE = (0, 0, ZERO)
 
@@ -60,6 +61,7 @@ def publish_usage(
 def usage_progress(
     *,
     session_id: Any,
+    fence: int,
     node_id: str,
     agent_id: str,
     model: str,
@@ -68,7 +70,7 @@ def usage_progress(
     cost_usd: Decimal,
 ) -> None:
     """Periodic usage of a long node (not stored as a usage row until the node ends)."""
-    session = Session.objects.get(pk=session_id)
+    session = lock_run(session_id, fence)
     publish_usage(
         session=session, node_id=node_id, agent_id=agent_id, model=model, final=False,
         more=(input_tokens, output_tokens, cost_usd),

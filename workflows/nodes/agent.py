@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
 from workflows.coalescer import Coalescer, EventLogUnavailable
@@ -27,7 +28,6 @@ from workflows.nodes.prompt import build_request
 from workflows.pricing import cost_usd
 from workflows.providers import CompletionRequest, ProviderError, Usage, get_provider
 from workflows.providers.base import input_tokens as count_input_tokens
-from workflows.stored import stored
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ class AgentExecutor:
             node=node,
             coalescer=Coalescer(
                 session_id=run.session_id, node_id=node.id, agent_id=agent.id,
-                window=settings.TOKEN_COALESCE_MS / 1000.0,
+                window=settings.TOKEN_COALESCE_MS / 1000.0, fence=run.generation,
             ),
         )
         begin = asyncio.ensure_future(
-            stored.node_begin(
+            run.store.node_begin(
                 session_id=run.session_id, node_id=node.id, agent_id=agent.id, round=round_
             )
         )
@@ -88,6 +88,11 @@ class AgentExecutor:
                     this.message_id = await begin
             await self._cancelled(run, this)
             raise
+        except FencedOut:
+            # Taken over while frozen: the log refused what we streamed; write nothing more.
+            run.fenced_out()
+            await self._cancelled(run, this)
+            raise asyncio.CancelledError from None
         except EventLogUnavailable as exc:
             log.error("node %s of %s: streamed text could not be logged (%s)",
                       node.id, run.session_id, exc)
@@ -133,13 +138,13 @@ class AgentExecutor:
             return
         await this.coalescer.drain()
         this.coalescer.check()
-        await stored.node_set_status(
+        await run.store.node_set_status(
             session_id=run.session_id, node_id=this.node.id, status=NodeStatus.PAUSED
         )
         await run.running.wait()
         if run.stopped:
             raise asyncio.CancelledError
-        await stored.node_set_status(
+        await run.store.node_set_status(
             session_id=run.session_id, node_id=this.node.id, status=NodeStatus.RUNNING
         )
 
@@ -150,8 +155,8 @@ class AgentExecutor:
         now = time.monotonic()
         if now - this.last_save >= settings.PARTIAL_SAVE_SECONDS and this.message_id is not None:
             this.last_save = now
-            await stored.message_save_partial(
-                message_id=this.message_id, text=this.coalescer.text,
+            await run.store.message_save_partial(
+                session_id=run.session_id, message_id=this.message_id, text=this.coalescer.text,
                 thinking=this.coalescer.thinking_text,
             )
         if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
@@ -159,7 +164,7 @@ class AgentExecutor:
             await this.coalescer.drain()
             used_in = count_input_tokens(this.request)
             model = this.request.model
-            await stored.usage_progress(
+            await run.store.usage_progress(
                 session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
                 model=model, input_tokens=used_in, output_tokens=this.streamed,
                 cost_usd=cost_usd(model=model, input_tokens=used_in, output_tokens=this.streamed),
@@ -172,7 +177,7 @@ class AgentExecutor:
         usage = this.usage or Usage(input_tokens=count_input_tokens(request),
                                     output_tokens=this.streamed, estimated=True)
         final_text = this.coalescer.text
-        await stored.node_complete(
+        await run.store.node_complete(
             session_id=run.session_id, node_id=node.id, agent_id=node.agent.id, round=round_,
             model=request.model, message_id=this.message_id, text=final_text,
             thinking=this.coalescer.thinking_text,
@@ -195,7 +200,7 @@ class AgentExecutor:
 
     async def _write_stopped(self, run: RunContext, this: _Round) -> None:
         await this.coalescer.settle()  # chunks already sent are stored before the stopped state
-        await stored.node_stopped(
+        await run.store.node_stopped(
             session_id=run.session_id, node_id=this.node.id, message_id=this.message_id,
             text=this.coalescer.text, thinking=this.coalescer.thinking_text,
         )
@@ -204,7 +209,7 @@ class AgentExecutor:
         """The message keeps what the log holds (after a drain: everything that streamed,
         unless the log lost a chunk)."""
         await this.coalescer.drain()
-        await stored.node_fail(
+        await run.store.node_fail(
             session_id=run.session_id, node_id=this.node.id, error=error, code=code,
             message_id=this.message_id, text=this.coalescer.text,
             thinking=this.coalescer.thinking_text,

@@ -9,7 +9,7 @@ a new kind of node (a tool loop, a remote agent) is a new executor, not a bigger
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from workflows.definitions import NodeSpec, WorkflowDefinition
 
@@ -27,8 +27,13 @@ class RunContext(Protocol):
     review_wake: asyncio.Event  # set when a review may have been decided
     stopped: bool
     abandoned: bool  # another runner owns the run: write nothing more
+    generation: int  # the lease generation this runner holds (the fence of its writes)
+    store: Any  # the run store for this run: writes fenced, retried through blips
 
     def stop(self) -> None: ...
+
+    def fenced_out(self) -> None:
+        """A write was refused: the run was taken over; abandon it, writing nothing more."""
 
     def next_round(self, node_id: str) -> int: ...
 

@@ -7,7 +7,6 @@ from realtime.vocabulary import NodeType
 from workflows.definitions import NodeSpec, WorkflowDefinition
 from workflows.nodes.base import RunContext
 from workflows.providers import CompletionRequest, effective_model
-from workflows.stored import stored
 
 
 def upstream(definition: WorkflowDefinition, node: NodeSpec) -> list[str]:
@@ -35,13 +34,13 @@ async def build_request(
         )
     for dep in node.depends_on:
         if run.definition.node(dep).type == NodeType.HUMAN_REVIEW:
-            comments = await stored.review_comments(session_id=run.session_id, node_id=dep)
+            comments = await run.store.review_comments(session_id=run.session_id, node_id=dep)
             messages.extend(
                 {"role": "user", "content": f"The reviewer approved with this note: {c}"}
                 for c in comments
             )
     # Users' messages stored before this node started (its message row) are its context.
-    for item in await stored.user_messages_before(
+    for item in await run.store.user_messages_before(
         session_id=run.session_id, before_id=before_message
     ):
         messages.append({"role": "user", "content": f"{item['user']} says: {item['text']}"})

@@ -17,7 +17,6 @@ from django.utils import timezone
 from realtime.vocabulary import NodeStatus, ReviewDecision
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
-from workflows.stored import stored
 from workflows.vocabulary import ReviewStatus
 
 POLL_SECONDS = 1.0
@@ -27,13 +26,13 @@ class ReviewExecutor:
     async def execute(self, run: RunContext, node: NodeSpec) -> None:
         try:
             if await self._rounds(run, node):
-                await stored.review_close(session_id=run.session_id, node_id=node.id)
+                await run.store.review_close(session_id=run.session_id, node_id=node.id)
                 run.status[node.id] = NodeStatus.COMPLETED
         except asyncio.CancelledError:
             run.status[node.id] = NodeStatus.STOPPED
             if not run.abandoned:
                 await asyncio.shield(
-                    stored.node_stopped(session_id=run.session_id, node_id=node.id, message_id=None)
+                    run.store.node_stopped(session_id=run.session_id, node_id=node.id, message_id=None)
                 )
             raise
 
@@ -46,13 +45,13 @@ class ReviewExecutor:
         while True:
             run.rounds[node.id] = round_
             if round_ - 1 >= max_rounds:
-                await stored.review_auto_approve(
+                await run.store.review_auto_approve(
                     session_id=run.session_id, node_id=node.id, reviewed_node_id=reviewed.id,
                     round=round_, reason=options["reason"],
                     comment=f"approved automatically: {max_rounds} rejection round(s) used",
                 )
                 return True
-            await stored.review_open(
+            await run.store.review_open(
                 session_id=run.session_id, node_id=node.id, reviewed_node_id=reviewed.id,
                 round=round_, reason=options["reason"], timeout=options.get("timeout"),
             )
@@ -60,7 +59,7 @@ class ReviewExecutor:
             if decision == ReviewDecision.APPROVE:
                 return True
             if not await self._answer_again(run, reviewed, comment, decided_at):
-                await stored.nodes_skip(
+                await run.store.nodes_skip(
                     session_id=run.session_id, node_ids=[node.id],
                     reason="skipped: the reviewed node failed its retry",
                 )
@@ -73,7 +72,7 @@ class ReviewExecutor:
     ) -> bool:
         """Run the reviewed agent again with the comment, unless (after a take-over) that
         retry already completed. True when the reviewed node has a fresh answer."""
-        if reviewed.id not in run.interrupted and await stored.answered_after(
+        if reviewed.id not in run.interrupted and await run.store.answered_after(
             session_id=run.session_id, node_id=reviewed.id, moment=decided_at
         ):
             return True
@@ -87,7 +86,7 @@ class ReviewExecutor:
         apply the default decision once the deadline passed while the session runs."""
         while True:
             run.review_wake.clear()
-            review = await stored.review_state(
+            review = await run.store.review_state(
                 session_id=run.session_id, node_id=node.id, round=round_
             )
             if review is None or review.status == ReviewStatus.CANCELLED:
@@ -98,7 +97,7 @@ class ReviewExecutor:
             wait = POLL_SECONDS
             if review.deadline is not None and run.running.is_set():
                 left = (review.deadline - timezone.now()).total_seconds()
-                if left <= 0 and await stored.review_decide_default(
+                if left <= 0 and await run.store.review_decide_default(
                     session_id=run.session_id, node_id=node.id,
                     decision=node.options.get("default_decision", ReviewDecision.APPROVE),
                 ):

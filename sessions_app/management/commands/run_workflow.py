@@ -149,8 +149,8 @@ class Command(BaseCommand):
         progress = Progress(node_ids=node_ids)
         self._handle_sigint(session_id)
         try:
-            await database_sync_to_async(self._queue)(session_id, executor.owner)
-            task = executor.execute(session_id)
+            generation = await database_sync_to_async(self._queue)(session_id, executor.owner)
+            task = executor.execute(session_id, generation)
             after = 0
             while True:
                 finished = task.done()
@@ -165,8 +165,8 @@ class Command(BaseCommand):
         if self.tty:
             self.stdout.write("")
 
-    def _queue(self, session_id: str, owner: str) -> None:
-        session_start_leased(
+    def _queue(self, session_id: str, owner: str) -> int | None:
+        return session_start_leased(
             session_id=session_id, user=self.owner, owner=owner,
             lease_seconds=settings.WORKER_LEASE_SECONDS,
         )
