@@ -14,6 +14,8 @@ where it needs one, a private ``redis-server``; everything is stopped and droppe
   redis-blip    The link to Redis reset for a few seconds (TCP proxy; Redis keeps its data).
   web-kill      One of two web processes SIGKILLed mid-stream; its viewers reconnect to the other.
   worker-kill   The run's worker SIGKILLed mid-run; a second worker takes over (viewers watch).
+  worker-freeze The run's worker SIGSTOPped mid-run past its lease; a second worker takes over
+                and finishes; the first is SIGCONTed: it must store nothing (fencing).
   slow          A viewer that stops reading while events flood, under daphne and uvicorn: other
                 viewers' latency, the 4409 close, server memory, catch-up by replay.
   postgres      PostgreSQL unreachable for a few seconds mid-run (TCP proxy in front of it).
@@ -75,6 +77,8 @@ SCENARIOS: dict[str, Callable[[Path, bool], Any]] = {
     "web-kill": lambda wd, quick: scenario_kill(wd, kill_web=True, **({"tokens": 30, "rate": 30} if quick else {})),
     "worker-kill": lambda wd, quick: scenario_kill(wd, kill_web=False, kill_worker=True,
                                                    **({"tokens": 30, "rate": 30} if quick else {})),
+    "worker-freeze": lambda wd, quick: scenario_kill(wd, kill_web=False, freeze_worker=True,
+                                                     **({"tokens": 30, "rate": 30} if quick else {})),
     "slow": lambda wd, quick: scenario_slow(wd, **({"limit": 2500, "chars": 400, "stall_events": 11000,
                                                    "rate": 2000, "fast": 2} if quick else {})),
     "postgres": lambda wd, quick: scenario_postgres(wd, mode="reset", **({"tokens": 40, "rate": 30}

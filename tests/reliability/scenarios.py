@@ -8,6 +8,8 @@ slow-viewer scenario is in tests/reliability/slow_scenario.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -163,7 +165,8 @@ async def scenario_redis(workdir: Path, *, mode: str = "restart", per_web: int =
 
 @stopping_viewers
 async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bool = False,
-                        per_web: int = 3, sessions: int = 2, tokens: int = 60, rate: int = 20,
+                        freeze_worker: bool = False, per_web: int = 3, sessions: int = 2,
+                        tokens: int = 60, rate: int = 20,
                         server: str = "daphne") -> dict[str, Any]:
     """SIGKILL, mid-stream, one of two web processes (its viewers reconnect with last_seq to
     the other, as behind a load balancer) and/or the worker running the sessions (a second
@@ -171,8 +174,13 @@ async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bo
 
     Checked: every viewer ends at the log head, no gap, no duplicate, its folded transcript
     equals the Message rows and a fresh snapshot; no completed node started again; one
-    usage row per node and round; session totals = sum of usage rows = execution:completed."""
-    name = "+".join(n for n, on in (("web-kill", kill_web), ("worker-kill", kill_worker)) if on)
+    usage row per node and round; session totals = sum of usage rows = execution:completed.
+
+    ``freeze_worker``: SIGSTOP the worker instead of killing it, and SIGCONT it once the second
+    worker finished the runs: the thawed worker must store nothing (fencing)."""
+    name = "+".join(n for n, on in (("web-kill", kill_web), ("worker-kill", kill_worker),
+                                    ("worker-freeze", freeze_worker)) if on)
+    kill_worker = kill_worker or freeze_worker
     result: dict[str, Any] = {"scenario": name, "server": server}
     with Cluster(workdir, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
         webs, (worker_a,) = cluster.start_processes((server, server), ("worker-a",))
@@ -197,7 +205,10 @@ async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bo
 
             await in_thread(procs.wait_until, parallel_stage, timeout=30, interval=0.05,
                             what="parallel stage")
-            worker_a.kill()
+            if freeze_worker:
+                os.kill(worker_a.pid, signal.SIGSTOP)
+            else:
+                worker_a.kill()
             t_worker = time.time()
             before = {sid: cluster.node_rows(sid) for sid in sids}  # what the dead worker left
             log("worker-a killed")
@@ -205,6 +216,16 @@ async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bo
         statuses = await in_thread(cluster.wait_finished, sids, 60)
         t_end = time.time()
         heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+        if freeze_worker:
+            os.kill(worker_a.pid, signal.SIGCONT)
+            log("worker-a thawed")
+            await asyncio.sleep(3)  # whatever it held has been tried by now
+            after = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+            result["worker_freeze"] = {
+                "events_stored_after_thaw": sum(after[s] - heads[s] for s in sids),
+                "thawed_worker_noticed": "taken over" in worker_a.log()
+                or "took it over" in worker_a.log(),
+            }
         await wait_viewers(viewers, heads, 20)
         snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
         check = check_viewers(cluster, viewers, sids, snaps)
@@ -225,12 +246,15 @@ async def scenario_kill(workdir: Path, *, kill_web: bool = True, kill_worker: bo
                     sum(1 for recv, seq, _ in v.latencies if seq > at_kill[v.name] and recv > t_web)
                     for v in victims), 1),
             }
+        if freeze_worker and result["worker_freeze"]["events_stored_after_thaw"]:
+            problems.append(f"the thawed worker stored events: {result['worker_freeze']}")
         if kill_worker:
             takeover = [
                 min((first_error_time(cluster, sid, "interrupted") or t_end) - t_worker for _ in [0])
                 for sid in sids
             ]
-            result["worker_kill"] = {
+            result["worker_freeze" if freeze_worker else "worker_kill"] = result.get(
+                "worker_freeze", {}) | {
                 "interrupted_nodes": sorted({n for b in before.values() for n, r in b.items()
                                              if r["status"] == "running"}),
                 "completed_before": sorted({n for b in before.values() for n, r in b.items()

@@ -8,6 +8,8 @@ Redis and lets a second worker finish the run once the lease expired.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -20,6 +22,7 @@ import redis
 import yaml
 from channels.db import database_sync_to_async
 
+from realtime.state import fold
 from sessions_app.models import HumanReview, TokenUsage
 from tests import procs
 from tests.workflows.helpers import (
@@ -366,3 +369,83 @@ def test_sigkilled_worker_is_taken_over_after_its_lease_expires(
     )
     db.conn.close()
 
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_worker_frozen_past_its_lease_stores_nothing_after_it_is_thawed(
+    throwaway_postgres: str, flushed_redis: str, tmp_path: Path
+) -> None:
+    """Fencing, with real processes: SIGSTOP worker A mid-stream, worker B takes the run over
+    and finishes it, SIGCONT A: nothing A held queued (events, node-boundary rows, usage,
+    messages) is stored, and the log stays gap-free and equal to the fold of the rows."""
+    env = procs.child_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{throwaway_postgres}",
+        REDIS_URL=flushed_redis, WORKFLOW_EXECUTOR="worker", WORKER_LEASE_SECONDS="2",
+        WORKER_POLL_SECONDS="0.2", SCRIPTED_TOKENS_PER_SECOND="40", TOKEN_COALESCE_MS="50",
+        VAR_DIR=str(tmp_path), LOG_LEVEL="INFO",
+    )
+    procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env)
+    slug = _quick_demo(tmp_path / "workflows")
+    with procs.ProcessGroup() as group:
+        log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+        worker_a = group.start(
+            procs.manage_args("run_worker", "--owner", "worker-a"), env=env, log_path=log_a,
+            ready=lambda: procs.log_contains(log_a, "ready"), name="worker-a",
+        )
+        created = procs.run_manage(
+            ["shell", "-c", _CREATE.format(folder=str(tmp_path / "workflows"), slug=slug)], env=env
+        )
+        sid = json.loads(created.stdout.strip().splitlines()[-1])["id"]
+        db = _Db(throwaway_postgres, sid)
+
+        def streaming() -> bool:
+            running = [n for n, (status, *_) in db.nodes().items() if status == "running"]
+            return bool(running) and any(
+                event == "token_stream" and node in running for _, event, node, _, _ in db.events()
+            )
+
+        procs.wait_until(streaming, timeout=20, interval=0.03, what="a node streaming")
+        os.kill(worker_a.pid, signal.SIGSTOP)
+        try:
+            worker_b = group.start(
+                procs.manage_args("run_worker", "--owner", "worker-b"), env=env, log_path=log_b,
+                ready=lambda: procs.log_contains(log_b, "ready"), name="worker-b",
+            )
+            procs.wait_until(lambda: db.session()["status"] in ("completed", "failed", "stopped"),
+                             timeout=40, interval=0.1, what="end of the run under worker B")
+            procs.wait_until(lambda: "ended: completed" in worker_b.log(), timeout=5,
+                             what="worker B reporting the end of the run")
+            finished = db.events()
+        finally:
+            os.kill(worker_a.pid, signal.SIGCONT)
+        procs.wait_until(
+            lambda: "taken over" in worker_a.log() or "another runner took it over" in worker_a.log(),
+            timeout=15, what="worker A noticing it was taken over",
+        )
+        time.sleep(2)  # whatever A still held has been tried by now
+        log = db.events()
+        worker_b.stop()
+        worker_a.stop()
+
+    assert db.session()["status"] == "completed"
+    assert log == finished, "the thawed worker stored events after the run ended"
+    seqs = [row[0] for row in log]
+    assert seqs == list(range(1, len(seqs) + 1)) and db.session()["last_seq"] == len(seqs)
+    completed_at = {n: seq for seq, event, n, data, _ in log
+                    if event == "node_state_change" and data["status"] == "completed"}
+    late = [(seq, n) for seq, event, n, _, _ in log
+            if event == "token_stream" and n in completed_at and seq > completed_at[n]]
+    assert not late, f"tokens logged into completed nodes: {late}"
+    usage = db.rows("SELECT node_id, round, count(*) FROM sessions_app_tokenusage "
+                    "WHERE session_id = %(sid)s GROUP BY node_id, round")
+    assert all(count == 1 for _, _, count in usage), usage
+    state = fold([{"event": event, "data": data, "node_id": node, "seq": seq,
+                   "timestamp": created.isoformat().replace("+00:00", "Z"), "session_id": sid}
+                  for seq, event, node, data, created in log])
+    messages = db.rows("SELECT node_id, text, is_final FROM sessions_app_message "
+                       "WHERE session_id = %(sid)s AND kind = 'agent' ORDER BY id")
+    # per node in order (parallel nodes' messages may interleave differently)
+    assert sorted((m["node_id"], m["text"], m["final"]) for m in state["messages"]
+                  if m["kind"] == "agent") == sorted(tuple(row) for row in messages)
