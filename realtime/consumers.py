@@ -8,6 +8,7 @@ socket, no per-socket channel) is ``realtime.channels_glue``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime import protocol
+from realtime.auth import current_user
 from realtime.channels_glue import OneCoroutineConsumer
 from realtime.hub import get_hub
 from realtime.rooms import CommandRefused, RoomNotFound, get_backend
@@ -64,9 +66,28 @@ def _access(session_id: str, user: Any) -> tuple[bool, Access | None]:
 _initial = database_sync_to_async(initial_frames)
 
 
+class _LoggedOut(Exception):
+    """The socket's login is no longer valid (logged out, deactivated, password changed)."""
+
+
 @database_sync_to_async
-def _execute(session_id: str, user: Any, command: protocol.Command) -> bool:
+def _execute(scope: dict[str, Any], session_id: str, command: protocol.Command) -> bool:
+    user = current_user(scope)
+    if user is None:
+        raise _LoggedOut
     return get_backend().execute(user=user, session_id=session_id, command=command)
+
+
+@database_sync_to_async
+def _recheck(scope: dict[str, Any], session_id: str) -> tuple[bool, Access | None]:
+    """(still logged in, what the user may do in the session now)."""
+    user = current_user(scope)
+    if user is None:
+        return False, None
+    try:
+        return True, get_backend().access(user=user, session_id=session_id)
+    except RoomNotFound:
+        return True, None
 
 
 def _parse_last_seq(query_string: bytes) -> tuple[bool, int | None]:
@@ -84,6 +105,7 @@ class SessionConsumer(OneCoroutineConsumer):
     session_id: str = ""
     access: Access | None = None
     counted_user: str | None = None
+    _rechecking: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -116,10 +138,10 @@ class SessionConsumer(OneCoroutineConsumer):
         hub.sockets_per_user[username] = hub.sockets_per_user.get(username, 0) + 1
         self.counted_user = username
         self.access = access
-        self.user = user
         self.limiter = _RateLimiter()
         self.viewer = Viewer(
-            session_id=self.session_id, user=username, send=self.base_send, close=self._close_with
+            session_id=self.session_id, user=username, send=self.base_send, close=self._close_with,
+            user_id=str(user.pk), on_access_changed=self._access_changed,
         )
         try:
             await hub.attach(self.viewer)
@@ -134,6 +156,24 @@ class SessionConsumer(OneCoroutineConsumer):
             await self._close_with(4503)
             return
         await hub.activate(self.viewer, last_seq=seq, initial=frames)
+
+    def _access_changed(self) -> None:
+        """The hub heard that this user's access changed: check it now, in the background."""
+        if self._rechecking is None or self._rechecking.done():
+            self._rechecking = asyncio.get_running_loop().create_task(self._apply_access())
+
+    async def _apply_access(self) -> None:
+        try:
+            logged_in, access = await _recheck(self.scope, self.session_id)
+        except Exception:
+            log.exception("re-checking access to %s failed", self.session_id)
+            return  # every command checks again anyway
+        if not logged_in:
+            await self._close_with(4401)
+        elif access is None:
+            await self._close_with(4403)
+        elif access != self.access:
+            await self._close_with(4412)  # reconnect for a snapshot with the new rights
 
     async def _close_with(self, code: int) -> None:
         """Close without ever raising: a consumer that dies in close() never runs disconnect(),
@@ -200,7 +240,10 @@ class SessionConsumer(OneCoroutineConsumer):
             self._error("forbidden", "watch-only participants cannot control the session", command.id)
             return
         try:
-            duplicate = await _execute(self.session_id, self.user, command)
+            duplicate = await _execute(self.scope, self.session_id, command)
+        except _LoggedOut:
+            await self._close_with(4401)
+            return
         except CommandRefused as exc:
             self._error(exc.code, exc.message, command.id)
             return

@@ -7,6 +7,9 @@ import uuid
 # Message types travelling through the channel layer (never chosen by client input).
 FRAMES = "session.frames"  # logged events of one session, already encoded
 PRESENCE = "session.presence"  # one process's viewers of a session
+ACCESS_CHANGED = "access.changed"  # a user's access changed: their sockets check again
+
+ACCESS_GROUP = "realtime.access"  # every hub joins it
 
 
 def session_group(session_id: str | uuid.UUID) -> str:

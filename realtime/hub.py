@@ -80,6 +80,7 @@ class Hub:
                 # receive lock per process but one Redis list per prefix, so two prefixes make
                 # each receive wait for the other's idle BZPOPMIN (docs/RELIABILITY.md B4).
                 channel = await self.layer.new_channel()
+                await self.layer.group_add(groups.ACCESS_GROUP, channel)
                 loop = asyncio.get_running_loop()
                 self._tasks = [
                     loop.create_task(
@@ -149,6 +150,16 @@ class Hub:
             await self._on_frames(message)
         elif kind == groups.PRESENCE:
             self.presence.on_message(message)
+        elif kind == groups.ACCESS_CHANGED:
+            self._on_access_changed(message)
+
+    def _on_access_changed(self, message: dict[str, Any]) -> None:
+        """Ask that user's sockets (of that session, or all) to check their access again."""
+        sessions = [message["sid"]] if message.get("sid") else list(self.sessions)
+        for session_id in sessions:
+            for viewer in list(self._viewers_of(session_id)):
+                if viewer.user_id == message["user_id"] and viewer.on_access_changed is not None:
+                    viewer.on_access_changed()
 
     async def _on_frames(self, message: dict[str, Any]) -> None:
         session_id = message["sid"]
@@ -193,6 +204,10 @@ class Hub:
 
     async def _join_all(self) -> Exception | None:
         """group_add for every subscribed session; the error if the layer refused one."""
+        try:
+            await self.layer.group_add(groups.ACCESS_GROUP, self.channel)
+        except Exception as error:
+            return error
         for session_id in list(self.sessions):
             group = groups.session_group(session_id)
             try:

@@ -183,6 +183,8 @@ CLOSE_CODES = {
     4404: "no such session",
     4408: "idle: nothing received for WS_IDLE_TIMEOUT seconds",
     4409: "too slow: the outgoing buffer limit was reached; reconnect with last_seq",
+    4412: "your access to this session changed (e.g. control lowered to watch): reconnect at "
+    "once for a snapshot with your current rights",
     4429: "rate limited: kept sending commands faster than allowed",
     4430: "too many open sockets for this user",
     4503: "temporarily unavailable (channel layer or database down); reconnect later",

@@ -43,13 +43,21 @@ class Viewer:
         "last_received",
         "last_seq",
         "limit",
+        "on_access_changed",
         "on_gap",
         "pending",
         "session_id",
         "user",
+        "user_id",
     )
 
-    def __init__(self, *, session_id: str, user: str, send: Send, close: Close) -> None:
+    def __init__(
+        self, *, session_id: str, user: str, send: Send, close: Close, user_id: str = "",
+        on_access_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.user_id = user_id
+        # Called when the user's access may have changed (realtime.revocation).
+        self.on_access_changed = on_access_changed
         self.filling = False
         self.fill_attempts = 0
         self.on_gap: Callable[[Viewer], None] | None = None

@@ -1,19 +1,27 @@
-"""Every session has an event log in realtime from its creation to its deletion.
+"""What other apps must hear about sessions and their users, whichever path changed them.
 
-Signals rather than a call in ``session_create``: sessions are also created outside the
-service (fixtures, the shell) and deleted by the admin, by a cascade from their owner, or
-from a queryset, and every one of those paths must keep session and log together.
-(``bulk_create`` sends no signal: a session made that way has no log until one is opened.)
+- Every session has an event log in realtime from its creation to its deletion. Signals
+  rather than a call in ``session_create``: sessions are also created outside the service
+  (fixtures, the shell) and deleted by the admin, by a cascade from their owner, or from a
+  queryset, and every one of those paths must keep session and log together. (``bulk_create``
+  sends no signal: a session made that way has no log until one is opened.)
+- Open sockets check their access again at once when it may have dropped: a user logged out,
+  was deactivated or changed their password (``user_logged_out``, the user saved), or their
+  share of a session was changed or removed (realtime.revocation), after the change commits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from realtime.eventlog import delete_log, open_log
-from sessions_app.models import Session
+from realtime.revocation import announce_access_changed
+from sessions_app.models import Session, SessionShare
 
 
 def _open_log(sender: type[Session], instance: Session, created: bool, **kwargs: Any) -> None:
@@ -25,6 +33,30 @@ def _delete_log(sender: type[Session], instance: Session, **kwargs: Any) -> None
     delete_log(session_id=instance.pk)
 
 
+def _announce(user_id: Any, session_id: Any = None) -> None:
+    transaction.on_commit(lambda: announce_access_changed(user_id=user_id, session_id=session_id))
+
+
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None:
+        _announce(user.pk)
+
+
+def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:
+    # A login only stamps last_login; any other save may have deactivated the user or
+    # changed their password (the sockets tell which).
+    if not created and set(update_fields or ()) != {"last_login"}:
+        _announce(instance.pk)
+
+
+def _share_changed(sender: type[SessionShare], instance: SessionShare, **kwargs: Any) -> None:
+    _announce(instance.user_id, instance.session_id)
+
+
 def connect() -> None:
     post_save.connect(_open_log, sender=Session, dispatch_uid="sessions_app.open_log")
     post_delete.connect(_delete_log, sender=Session, dispatch_uid="sessions_app.delete_log")
+    user_logged_out.connect(_logged_out, dispatch_uid="sessions_app.logged_out")
+    post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="sessions_app.user_saved")
+    post_save.connect(_share_changed, sender=SessionShare, dispatch_uid="sessions_app.share_saved")
+    post_delete.connect(_share_changed, sender=SessionShare, dispatch_uid="sessions_app.share_deleted")

@@ -20,8 +20,9 @@ export const STATES = Object.freeze({
 
 /** Close codes after which reconnecting is pointless (not logged in / not allowed / no session). */
 export const FINAL_CLOSE_CODES = Object.freeze([4401, 4403, 4404]);
-/** Close codes after which the client reconnects at once (too slow: 4409, idle: 4408). */
-export const IMMEDIATE_CLOSE_CODES = Object.freeze([4408, 4409]);
+/** Close codes after which the client reconnects at once (too slow: 4409, idle: 4408, rights
+ * changed: 4412, for a snapshot with the new ones). */
+export const IMMEDIATE_CLOSE_CODES = Object.freeze([4408, 4409, 4412]);
 /** Code the client uses when it closes a socket it considers dead or out of sync. */
 export const CLIENT_RECYCLE_CODE = 4000;
 

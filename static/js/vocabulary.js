@@ -94,4 +94,4 @@ export const COMMANDS = Object.freeze(["ping", "start_session", "pause_session",
 
 export const ERROR_CODES = Object.freeze(["bad_json", "binary_not_supported", "unknown_cmd", "invalid_data", "forbidden", "invalid_state", "rate_limited", "not_found", "node_failed", "provider_error", "internal"]);
 
-export const CLOSE_CODES = Object.freeze([1009, 4009, 4400, 4401, 4403, 4404, 4408, 4409, 4429, 4430, 4503]);
+export const CLOSE_CODES = Object.freeze([1009, 4009, 4400, 4401, 4403, 4404, 4408, 4409, 4412, 4429, 4430, 4503]);
