@@ -103,3 +103,41 @@ async def test_two_daphne_processes_share_redis(tmp_path, layer):
         one.stop()
         two.stop()
         client.flushdb()
+
+
+@pytest.mark.redis
+async def test_deactivating_a_user_closes_their_sockets_in_every_process(tmp_path):
+    """Revocation crosses processes: the change is made by a third process (manage.py shell);
+    the user's sockets on both daphne processes are closed 4401 within 2 seconds."""
+    db = 12
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client.ping()
+    client.flushdb()
+    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}")
+    manage(env, "migrate", "-v0")
+    create_user(env, "alice", "pw-alice-123")
+    session = create_session(env, "alice")
+    one, two = daphne(env, tmp_path, "one"), daphne(env, tmp_path, "two")
+    try:
+        cookie = login(one.base, "alice", "pw-alice-123")
+        async with (
+            connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, cookie)) as a,
+            connect(ws_url(two, session["id"]), additional_headers=ws_headers(two, cookie)) as b,
+        ):
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["event"] == "snapshot"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: manage(
+                env, "shell", "-c",
+                "from django.contrib.auth import get_user_model as g;"
+                "u = g().objects.get(username='alice'); u.is_active = False; u.save()"))
+            changed_at = loop.time()
+            for ws in (a, b):
+                async with asyncio.timeout(2):
+                    await ws.wait_closed()
+                assert ws.close_code == 4401
+            assert loop.time() - changed_at < 2
+    finally:
+        one.stop()
+        two.stop()
+        client.flushdb()
