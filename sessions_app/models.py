@@ -233,3 +233,21 @@ class CommandReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cmd} {self.command_id}"
+
+
+class RunWriteReceipt(models.Model):
+    """A runner's write that committed: a retry with the same key (its COMMIT's reply was lost)
+    returns ``result`` instead of writing, and logging its events, a second time."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="write_receipts")
+    key = models.CharField(max_length=40)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "key"], name="run_write_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.key}"

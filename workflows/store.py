@@ -15,6 +15,10 @@ carries the generation its runner holds (``fence``) and checks it in its own tra
 under the session's row lock; a write from a superseded runner (one frozen past its lease and
 taken over) raises ``LeaseLost`` and stores nothing, and that runner abandons the run. The
 runner's streamed events are fenced the same way in the event log (``eventlog.set_fence``).
+
+Idempotence: every write that logs events also takes ``key``, the same for every attempt of
+one write; an attempt that finds its key already committed (the reply to its COMMIT was
+lost) returns the first attempt's result instead of writing, and logging, again.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,6 +70,12 @@ WRITES = frozenset({
 })
 
 
+# Writes that log events carry a key too, the same for every attempt: an attempt whose COMMIT
+# did commit although its reply was lost is not carried out again (the store returns the
+# first attempt's result). A partial save logs nothing and is harmless to repeat.
+KEYED = WRITES - {"message_save_partial"}
+
+
 class FencedStore:
     """The run store as one runner sees it: ``await store.node_begin(...)`` runs the
     registered store's method in the database thread, retried through blips, each write
@@ -84,6 +91,8 @@ class FencedStore:
         async def call(**kwargs: Any) -> Any:
             if name in WRITES:
                 kwargs["fence"] = self.generation
+            if name in KEYED:
+                kwargs["key"] = uuid.uuid4().hex
             try:
                 return await _retrying(name, **kwargs)
             except LeaseLost:

@@ -19,6 +19,7 @@ from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus
 from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session, TokenUsage
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
+from sessions_app.services.receipts import idempotent
 from sessions_app.services.usage import publish_usage, session_totals
 from workflows.vocabulary import ReviewStatus
 
@@ -43,6 +44,7 @@ def close_message(message_id: int | None, *, text: str, thinking: str) -> None:
         )
 
 
+@idempotent
 @transaction.atomic
 def node_begin(*, session_id: Any, fence: int, node_id: str, agent_id: str, round: int) -> int:
     """Node starts streaming: its status and a new transcript message; returns the message id."""
@@ -77,6 +79,7 @@ def _open_message(session_id: Any, node_id: str, round: int) -> Message | None:
     )
 
 
+@idempotent
 @transaction.atomic
 def node_set_status(*, session_id: Any, fence: int, node_id: str, status: str) -> None:
     """Pause/resume of one node at a chunk boundary."""
@@ -98,6 +101,7 @@ def message_save_partial(
     )
 
 
+@idempotent
 @transaction.atomic
 def node_complete(
     *,
@@ -141,6 +145,7 @@ def node_complete(
     node_state_event(session.pk, node)
 
 
+@idempotent
 @transaction.atomic
 def node_fail(
     *, session_id: Any, fence: int, node_id: str, error: str, code: str,
@@ -163,6 +168,7 @@ def node_fail(
     node_state_event(session.pk, node, error=error)
 
 
+@idempotent
 @transaction.atomic
 def node_stopped(
     *, session_id: Any, fence: int, node_id: str, message_id: int | None, text: str = "",
@@ -179,6 +185,7 @@ def node_stopped(
     node_state_event(session_id, node)
 
 
+@idempotent
 @transaction.atomic
 def nodes_skip(*, session_id: Any, fence: int, node_ids: list[str], reason: str) -> None:
     """Mark nodes that will never run (a dependency failed); a review still waiting counts."""

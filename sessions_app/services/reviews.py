@@ -22,6 +22,7 @@ from sessions_app.services.errors import InvalidData, InvalidState, NotFound, Se
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import locked_node, recount_nodes
+from sessions_app.services.receipts import idempotent
 from sessions_app.services.sessions import locked_session
 from workflows import control
 from workflows.control import RunAction
@@ -91,6 +92,7 @@ def review_submit(
     return review
 
 
+@idempotent
 @transaction.atomic
 def review_decide_default(*, session_id: Any, fence: int, node_id: str, decision: str) -> bool:
     """The review's deadline passed: record the definition's default decision as timed out.
@@ -114,6 +116,7 @@ def _seconds_left(review: HumanReview) -> int | None:
     return max(1, math.ceil((review.deadline - timezone.now()).total_seconds()))
 
 
+@idempotent
 @transaction.atomic
 def review_open(
     *, session_id: Any, fence: int, node_id: str, reviewed_node_id: str, round: int,
@@ -155,6 +158,7 @@ def review_open(
     )
 
 
+@idempotent
 @transaction.atomic
 def review_auto_approve(
     *, session_id: Any, fence: int, node_id: str, reviewed_node_id: str, round: int,
@@ -178,6 +182,7 @@ def review_auto_approve(
                       comment=comment, by=None, timed_out=False)
 
 
+@idempotent
 @transaction.atomic
 def review_close(*, session_id: Any, fence: int, node_id: str) -> None:
     """The review node approved: it completes."""

@@ -26,6 +26,7 @@ from sessions_app.models import Message, MessageKind, Session
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import recount_nodes
+from sessions_app.services.receipts import forget_receipts, idempotent
 from sessions_app.services.usage import session_totals
 from workflows.store import RunStart
 
@@ -34,6 +35,7 @@ from workflows.store import RunStart
 INTERRUPTED_STATUSES = (NodeStatus.RUNNING, NodeStatus.PAUSED, NodeStatus.STOPPED)
 
 
+@idempotent
 @transaction.atomic
 def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
     """Enter the run: a fresh start publishes execution:started; a take-over settles what a
@@ -145,11 +147,13 @@ def _failure_text(session: Session) -> str:
     return "the run failed"
 
 
+@idempotent
 @transaction.atomic
 def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
     """End the run: completed when every node completed, failed otherwise (a stopped session
     stays stopped). Totals are recomputed from the usage rows so they always equal their sum."""
     session = lock_run(session_id, fence)
+    forget_receipts(session_id=session_id)
     session.run_requested = False
     session.lease_owner = ""
     session.lease_expires_at = None

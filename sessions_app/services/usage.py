@@ -17,6 +17,7 @@ from realtime.publisher import publish_sync
 from realtime.vocabulary import EventName
 from sessions_app.models import ZERO, Session, TokenUsage
 from sessions_app.services.leases import lock_run
+from sessions_app.services.receipts import idempotent
 
 NO_MORE = (0, 0, ZERO)
 
@@ -57,6 +58,7 @@ def publish_usage(
     )
 
 
+@idempotent
 @transaction.atomic
 def usage_progress(
     *,

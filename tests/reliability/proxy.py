@@ -9,6 +9,10 @@ can cut and restore:
     proxy.cut()        # every open connection is reset (RST), new ones are reset at once
     proxy.cut("hang")  # open connections stall, new ones are accepted and never answered
     proxy.restore()    # new connections are forwarded again
+    proxy.lose_commit_reply(b'"sessions_app_tokenusage"')
+                       # the next PostgreSQL transaction whose statements contain that text:
+                       # its COMMIT reaches the server, the client's connection is reset
+                       # before the reply (the server committed, the client cannot know)
     proxy.stop()
 
 The proxy runs its own asyncio loop in a daemon thread, so it works the same from
@@ -52,6 +56,8 @@ class TcpProxy:
         self.accepted = 0
         self.refused = 0
         self.cuts = 0
+        self.commit_marker: bytes | None = None  # see lose_commit_reply
+        self.commit_replies_lost = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -79,6 +85,10 @@ class TcpProxy:
     def restore(self) -> None:
         """Forward new connections again (held ones are reset: their peers reconnect)."""
         self._call(self._restore)
+
+    def lose_commit_reply(self, marker: bytes) -> None:
+        """Arm a one-time cut between a COMMIT and its reply (see the module docstring)."""
+        self.commit_marker = marker
 
     def stop(self) -> None:
         if self._loop is None:
@@ -198,12 +208,45 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._client_pipe(reader, up_writer, writer),
+                                 self._pipe(up_reader, writer))
         finally:
             self._pairs.discard(pair)
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.close()
+
+    async def _client_pipe(self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter,
+                           client: asyncio.StreamWriter) -> None:
+        """Client to server, watching for the armed COMMIT (PostgreSQL sends BEGIN, the
+        statements and COMMIT as text inside its protocol messages)."""
+        transaction = b""
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if self.commit_marker is not None:
+                    if b"BEGIN" in data:
+                        transaction = data[data.rindex(b"BEGIN"):]
+                    else:
+                        transaction += data
+                    if b"COMMIT" in data and self.commit_marker in transaction:
+                        self.commit_marker = None
+                        self.commit_replies_lost += 1
+                        upstream.write(data)
+                        await upstream.drain()
+                        _abort(client)  # the reply will find no one to go to
+                        await asyncio.sleep(1)  # let the server commit before we close
+                        break
+                upstream.write(data)
+                await upstream.drain()
+        except (OSError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                if upstream.can_write_eof():
+                    upstream.write_eof()
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

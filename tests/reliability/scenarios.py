@@ -324,3 +324,47 @@ async def scenario_postgres(workdir: Path, *, mode: str = "reset", outage: float
             for sid, s in statuses.items())
         result["ok"] = not check["problems"] and not consistency and ended_cleanly
     return result
+
+
+@stopping_viewers
+async def scenario_lost_commit(workdir: Path, *, per_web: int = 2, sessions: int = 1,
+                               tokens: int = 40, rate: int = 30) -> dict[str, Any]:
+    """The reply to a node-boundary write's COMMIT is lost (the TCP proxy resets the worker's
+    connection after forwarding the COMMIT of the first transaction that inserts a usage
+    row): the write committed, the worker saw an error and retries it.
+
+    Checked: the retry logs nothing twice (one ``completed`` state and one final
+    ``token_usage`` per node), rows equal the fold of the log, viewers complete."""
+    result: dict[str, Any] = {"scenario": "postgres-lost-commit"}
+    with Cluster(workdir, pg_proxy=True, env={"SCRIPTED_TOKENS_PER_SECOND": str(rate)}) as cluster:
+        webs, _ = cluster.start_processes()
+        assert cluster.pg_proxy is not None
+        cluster.pg_proxy.lose_commit_reply(b'INSERT INTO "sessions_app_tokenusage"')
+        sids, cookie, viewers = await _watched_runs(cluster, webs, tokens=tokens, sessions=sessions,
+                                                    per_web=per_web)
+        statuses = await in_thread(cluster.wait_finished, sids, 60)
+        heads = {sid: cluster.session(sid)["last_seq"] for sid in sids}
+        await wait_viewers(viewers, heads, 20)
+        snaps = {sid: await fresh_snapshot(webs[1], sid, cookie) for sid in sids}
+        check = check_viewers(cluster, viewers, sids, snaps)
+        await stop_viewers(viewers)
+        problems = check["problems"]
+        repeated: dict[str, int] = {}
+        for sid in sids:
+            problems.extend(consistency_problems(cluster, sid))
+            seen: dict[tuple[str, str | None], int] = {}
+            for _, name, node, data in cluster.stored_events(sid):
+                if (name == "node_state_change" and data["status"] == "completed") or (
+                        name == "token_usage" and data["final"]):
+                    seen[(name, node)] = seen.get((name, node), 0) + 1
+            repeated.update({f"{sid[:8]} {name} {node}": n
+                             for (name, node), n in seen.items() if n > 1})
+        if repeated:
+            problems.append(f"logged twice: {repeated}")
+        lost = cluster.pg_proxy.commit_replies_lost
+        if lost != 1:
+            problems.append(f"the proxy lost {lost} COMMIT replies, not 1")
+        result.update(statuses=statuses, **check, commit_replies_lost=lost, logged_twice=repeated,
+                      retried=any("retrying" in w.log() for w in cluster.workers))
+        result["ok"] = not problems and all(s == "completed" for s in statuses.values())
+    return result

@@ -22,7 +22,7 @@ from realtime import publisher
 from realtime.state import fold
 from sessions_app.models import Message, NodeState, Session
 from tests.reliability.backends import check_shared_redis
-from tests.reliability.scenarios import scenario_postgres
+from tests.reliability.scenarios import scenario_lost_commit, scenario_postgres
 from tests.workflows.helpers import (
     agent_node,
     command,
@@ -69,6 +69,21 @@ async def test_postgres_cut_off_mid_run(tmp_path: Path) -> None:
             status == "failed" and any(e[0] == sid[:8] for e in result["logged_errors"])), result
     # a command sent while the database was down was refused, not half-done
     assert result["command_during_outage"]["reply"][0]["code"] == "internal"
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_a_write_whose_commit_reply_is_lost_is_retried_without_logging_twice(
+        tmp_path: Path) -> None:
+    """The proxy forwards a node-boundary write's COMMIT and resets the worker's connection
+    before the reply: the retry finds its idempotency key and logs nothing twice."""
+    check_shared_redis()
+    result = await scenario_lost_commit(tmp_path, per_web=1, sessions=1, tokens=30, rate=40)
+    print("\n" + json.dumps(result, default=str))
+    assert result["commit_replies_lost"] == 1 and result["retried"], result
+    assert result["logged_twice"] == {}, result
+    assert result["problems"] == [] and result["ok"], result
 
 
 CHAT = workflow(

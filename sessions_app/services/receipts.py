@@ -1,0 +1,59 @@
+"""Runner writes that a retry never repeats.
+
+The runner retries a write whose transaction raised a database error (``workflows.stored``);
+if only the reply to its COMMIT was lost, the write had committed, and running it again would
+log its events (a node's state, its usage, an error) a second time. So each write carries a
+key, the same for every attempt: ``@idempotent`` records the key and the write's result in
+the write's own transaction, and an attempt that finds its key returns that result instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from sessions_app.models import RunWriteReceipt
+from workflows.store import RunStart
+
+
+def _encode(result: Any) -> Any:
+    if isinstance(result, RunStart):
+        fields = dataclasses.asdict(result)
+        fields["interrupted"] = sorted(result.interrupted)
+        return {"run_start": fields}
+    return result
+
+
+def _decode(stored: Any) -> Any:
+    if isinstance(stored, dict) and "run_start" in stored:
+        fields = stored["run_start"]
+        return RunStart(**{**fields, "interrupted": frozenset(fields["interrupted"])})
+    return stored
+
+
+def idempotent[R](write: Callable[..., R]) -> Callable[..., R]:
+    """``write(..., key=K)`` runs once per key and session; without a key it always runs."""
+
+    @functools.wraps(write)
+    def once(*, key: str | None = None, **kwargs: Any) -> R:
+        if key is None:
+            return write(**kwargs)
+        session_id = kwargs["session_id"]
+        with transaction.atomic():
+            done = RunWriteReceipt.objects.filter(session_id=session_id, key=key).first()
+            if done is not None:
+                return _decode(done.result)
+            result = write(**kwargs)
+            RunWriteReceipt.objects.create(session_id=session_id, key=key, result=_encode(result))
+            return result
+
+    return once
+
+
+def forget_receipts(*, session_id: Any) -> None:
+    """The run ended: no write of it will be retried any more."""
+    RunWriteReceipt.objects.filter(session_id=session_id).delete()
