@@ -19,6 +19,8 @@ where it needs one, a private ``redis-server``; everything is stopped and droppe
   slow          A viewer that stops reading while events flood, under daphne and uvicorn: other
                 viewers' latency, the 4409 close, server memory, catch-up by replay.
   postgres      PostgreSQL unreachable for a few seconds mid-run (TCP proxy in front of it).
+  postgres-lost-commit  The reply to a node-boundary write's COMMIT lost (the proxy resets the
+                connection after forwarding the COMMIT): the retried write logs nothing twice.
   takeover-test Runs tests/workflows/test_takeover.py's real-process test and quotes its line.
 
 Every viewer is a ``websockets`` client that checks each logged event's ``seq`` (no gap, no
@@ -49,7 +51,12 @@ if str(ROOT) not in sys.path:
 
 from tests import procs  # noqa: E402
 from tests.reliability.cluster import CLUSTER_DEFAULTS, log  # noqa: E402
-from tests.reliability.scenarios import scenario_kill, scenario_postgres, scenario_redis  # noqa: E402
+from tests.reliability.scenarios import (  # noqa: E402
+    scenario_kill,
+    scenario_lost_commit,
+    scenario_postgres,
+    scenario_redis,
+)
 from tests.reliability.slow_scenario import scenario_slow  # noqa: E402
 
 
@@ -87,6 +94,8 @@ SCENARIOS: dict[str, Callable[[Path, bool], Any]] = {
                                                                              if quick else {})),
     "postgres-blip": lambda wd, quick: scenario_postgres(wd, mode="reset", outage=0.4,
                                                          **({"tokens": 40, "rate": 30} if quick else {})),
+    "postgres-lost-commit": lambda wd, quick: scenario_lost_commit(
+        wd, **({"tokens": 30, "rate": 40, "per_web": 1} if quick else {})),
     "takeover-test": None,  # type: ignore[dict-item]
 }
 
