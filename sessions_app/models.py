@@ -86,6 +86,15 @@ class Session(models.Model):
         return max(0.0, (end - self.started_at).total_seconds())
 
 
+class SessionRole(models.TextChoices):
+    """How a user stands in a session (what the sessions list shows)."""
+
+    OWNER = "owner"
+    CONTROLLER = "controller"  # a member who may watch and control
+    VIEWER = "viewer"  # a member who may watch
+    STAFF = "staff"  # not a member: sees it through the admin's permissions
+
+
 class SessionShare(models.Model):
     """A user the owner let in: watch only, or watch and control."""
 

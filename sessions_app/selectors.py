@@ -6,17 +6,38 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 
 from realtime.timestamps import iso_ms_or_none
 from realtime.vocabulary import NodeStatus, NodeType, ReviewDecision
-from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session
+from sessions_app.models import (
+    HumanReview,
+    Message,
+    MessageKind,
+    NodeState,
+    Session,
+    SessionRole,
+    SessionShare,
+)
 from workflows.store import ReviewState
 
 
 def sessions_visible_to(*, user: AbstractBaseUser) -> QuerySet[Session]:
-    """Sessions the user owns or that were shared with them (staff see all)."""
-    query = Session.objects.select_related("owner")
+    """Sessions the user owns or that were shared with them (staff see all), each with
+    ``member_count`` (the owner and every member) and ``role`` (a SessionRole value)."""
+    shares = SessionShare.objects.filter(session=OuterRef("pk"))
+    counted = shares.values("session").annotate(n=Count("pk")).values("n")
+    query = Session.objects.select_related("owner").annotate(
+        member_count=Coalesce(Subquery(counted), 0) + 1,
+        role=Case(
+            When(owner=user, then=Value(SessionRole.OWNER)),
+            When(Exists(shares.filter(user=user, can_control=True)),
+                 then=Value(SessionRole.CONTROLLER)),
+            When(Exists(shares.filter(user=user)), then=Value(SessionRole.VIEWER)),
+            default=Value(SessionRole.STAFF),
+        ),
+    )
     if not user.is_staff:
         query = query.filter(Q(owner=user) | Q(shares__user=user)).distinct()
     return query.order_by("-created_at")

@@ -34,6 +34,31 @@ def test_list_shows_mine_and_shared_not_others(client, owner):
     assert mine.get_absolute_url() in text
 
 
+def test_list_shows_my_role_and_the_member_count(client, owner, django_assert_max_num_queries):
+    bob, carol = make_user("bob"), make_user("carol")
+    mine = services.session_create(owner=owner, workflow_slug="demo", title="Mine")
+    services.session_share(session=mine, user=bob, can_control=True)
+    services.session_share(session=mine, user=carol)
+    controlled = services.session_create(owner=bob, workflow_slug="demo", title="I control")
+    services.session_share(session=controlled, user=owner, can_control=True)
+    watched = services.session_create(owner=carol, workflow_slug="demo", title="I watch")
+    services.session_share(session=watched, user=owner)
+    client.force_login(owner)
+    with django_assert_max_num_queries(8):  # one query for the list, whatever its length
+        html = client.get("/sessions/").content.decode()
+
+    def row(session):
+        start = html.index(f'data-testid="session-{session.pk}"')
+        cells = html[start:html.index("</tr>", start)]
+        role = cells.split('data-testid="role">')[1].split("<")[0]
+        members = cells.split('data-testid="members">')[1].split("<")[0]
+        return role, int(members)
+
+    assert row(mine) == ("owner", 3)
+    assert row(controlled) == ("controller", 2)
+    assert row(watched) == ("viewer", 2)
+
+
 def test_create_session_lands_in_room(client, owner):
     client.force_login(owner)
     response = client.post("/sessions/new/", {"workflow": "demo", "title": "Planning"})
