@@ -1,6 +1,7 @@
 """Through real server processes: runserver (daphne), and two daphne processes sharing Redis."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -63,22 +64,33 @@ async def test_runserver_serves_pages_and_websockets(tmp_path):
         server.stop()
 
 
+@contextlib.contextmanager
+def two_daphnes(tmp_path, redis_db, **env_extra):
+    """Two daphne processes sharing Redis db ``redis_db`` (emptied before and after) and one
+    database, with user alice and one of her sessions: (env, session, one, two)."""
+    client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
+    client.ping()  # fails loudly when Redis is down
+    client.flushdb()
+    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}", **env_extra)
+    manage(env, "migrate", "-v0")
+    create_user(env, "alice", "pw-alice-123")
+    session = create_session(env, "alice")
+    one, two = daphne(env, tmp_path, "one"), daphne(env, tmp_path, "two")
+    try:
+        yield env, session, one, two
+    finally:
+        one.stop()
+        two.stop()
+        client.flushdb()
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("layer", ["pubsub", "core"])
 async def test_two_daphne_processes_share_redis(tmp_path, layer):
     """Both channels_redis layers (CHANNEL_LAYER): each process runs a hub and an embedded
     executor receiving on the same layer (with the core layer, channels on two prefixes once
     starved each other: docs/RELIABILITY.md B4)."""
-    db = 13
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-    client.ping()  # fails loudly when Redis is down
-    client.flushdb()
-    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}", CHANNEL_LAYER=layer)
-    manage(env, "migrate", "-v0")
-    create_user(env, "alice", "pw-alice-123")
-    session = create_session(env, "alice")
-    one, two = daphne(env, tmp_path, "one"), daphne(env, tmp_path, "two")
-    try:
+    with two_daphnes(tmp_path, 13, CHANNEL_LAYER=layer) as (env, session, one, two):
         cookie = login(one.base, "alice", "pw-alice-123")
         async with (
             connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, cookie)) as a,
@@ -99,26 +111,13 @@ async def test_two_daphne_processes_share_redis(tmp_path, layer):
         assert [e["seq"] for e in logged_b] == list(range(1, len(logged_b) + 1))
         logged_a = [e for e in seen_a if e["seq"] is not None]
         assert logged_a == [e for e in logged_b if e["seq"] >= logged_a[0]["seq"]]
-    finally:
-        one.stop()
-        two.stop()
-        client.flushdb()
 
 
 @pytest.mark.redis
 async def test_deactivating_a_user_closes_their_sockets_in_every_process(tmp_path):
     """Revocation crosses processes: the change is made by a third process (manage.py shell);
     the user's sockets on both daphne processes are closed 4401 within 2 seconds."""
-    db = 12
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-    client.ping()
-    client.flushdb()
-    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:6379/{db}")
-    manage(env, "migrate", "-v0")
-    create_user(env, "alice", "pw-alice-123")
-    session = create_session(env, "alice")
-    one, two = daphne(env, tmp_path, "one"), daphne(env, tmp_path, "two")
-    try:
+    with two_daphnes(tmp_path, 12) as (env, session, one, two):
         cookie = login(one.base, "alice", "pw-alice-123")
         async with (
             connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, cookie)) as a,
@@ -137,7 +136,3 @@ async def test_deactivating_a_user_closes_their_sockets_in_every_process(tmp_pat
                     await ws.wait_closed()
                 assert ws.close_code == 4401
             assert loop.time() - changed_at < 2
-    finally:
-        one.stop()
-        two.stop()
-        client.flushdb()

@@ -221,39 +221,34 @@ class TcpProxy:
         """Client to server, watching for the armed COMMIT (PostgreSQL sends BEGIN, the
         statements and COMMIT as text inside its protocol messages)."""
         transaction = b""
+
+        async def watch(data: bytes) -> bool:
+            nonlocal transaction
+            if self.commit_marker is None:
+                return True
+            transaction = data[data.rindex(b"BEGIN"):] if b"BEGIN" in data else transaction + data
+            if b"COMMIT" not in data or self.commit_marker not in transaction:
+                return True
+            self.commit_marker = None
+            self.commit_replies_lost += 1
+            upstream.write(data)
+            await upstream.drain()
+            _abort(client)  # the reply will find no one to go to
+            await asyncio.sleep(1)  # let the server commit before we close
+            return False
+
+        await self._pipe(reader, upstream, watch)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    watch: Any = None) -> None:
+        """Copy until EOF; ``watch(data)`` may take a chunk over (returns False to stop)."""
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
-                if self.commit_marker is not None:
-                    if b"BEGIN" in data:
-                        transaction = data[data.rindex(b"BEGIN"):]
-                    else:
-                        transaction += data
-                    if b"COMMIT" in data and self.commit_marker in transaction:
-                        self.commit_marker = None
-                        self.commit_replies_lost += 1
-                        upstream.write(data)
-                        await upstream.drain()
-                        _abort(client)  # the reply will find no one to go to
-                        await asyncio.sleep(1)  # let the server commit before we close
-                        break
-                upstream.write(data)
-                await upstream.drain()
-        except (OSError, asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                if upstream.can_write_eof():
-                    upstream.write_eof()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
+                if watch is not None and not await watch(data):
                     break
                 writer.write(data)
                 await writer.drain()

@@ -7,12 +7,14 @@ Redis and lets a second worker finish the run once the lease expired.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,31 +270,45 @@ class _Db:
         )
 
 
-@pytest.mark.postgres
-@pytest.mark.redis
-@pytest.mark.slow
-def test_sigkilled_worker_is_taken_over_after_its_lease_expires(
-    throwaway_postgres: str, flushed_redis: str, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _worker_run(
+    database: str, redis_url: str, tmp_path: Path
+) -> Iterator[tuple[Any, procs.Proc, str, _Db]]:
+    """A migrated database and worker A running the quick demo in a real process:
+    (the process group, with ``start_worker(name)``; worker A; the session id; its rows)."""
     env = procs.child_env(
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{throwaway_postgres}",
-        REDIS_URL=flushed_redis, WORKFLOW_EXECUTOR="worker", WORKER_LEASE_SECONDS="2",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}",
+        REDIS_URL=redis_url, WORKFLOW_EXECUTOR="worker", WORKER_LEASE_SECONDS="2",
         WORKER_POLL_SECONDS="0.2", SCRIPTED_TOKENS_PER_SECOND="40", TOKEN_COALESCE_MS="50",
         VAR_DIR=str(tmp_path), LOG_LEVEL="INFO",
     )
     procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env)
     slug = _quick_demo(tmp_path / "workflows")
     with procs.ProcessGroup() as group:
-        log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
-        worker_a = group.start(
-            procs.manage_args("run_worker", "--owner", "worker-a"), env=env, log_path=log_a,
-            ready=lambda: procs.log_contains(log_a, "ready"), name="worker-a",
-        )
+
+        def start_worker(name: str) -> procs.Proc:
+            log_path = tmp_path / f"{name}.log"
+            return group.start(
+                procs.manage_args("run_worker", "--owner", name), env=env, log_path=log_path,
+                ready=lambda: procs.log_contains(log_path, "ready"), name=name,
+            )
+
+        group.start_worker = start_worker  # type: ignore[attr-defined]
+        worker_a = start_worker("worker-a")
         created = procs.run_manage(
             ["shell", "-c", _CREATE.format(folder=str(tmp_path / "workflows"), slug=slug)], env=env
         )
         sid = json.loads(created.stdout.strip().splitlines()[-1])["id"]
-        db = _Db(throwaway_postgres, sid)
+        yield group, worker_a, sid, _Db(database, sid)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_sigkilled_worker_is_taken_over_after_its_lease_expires(
+    throwaway_postgres: str, flushed_redis: str, tmp_path: Path
+) -> None:
+    with _worker_run(throwaway_postgres, flushed_redis, tmp_path) as (group, worker_a, sid, db):
 
         def mid_run() -> dict[str, tuple[str, Any, Any]] | None:
             nodes = db.nodes()
@@ -306,10 +322,7 @@ def test_sigkilled_worker_is_taken_over_after_its_lease_expires(
         killed_at = time.time()
         before = db.nodes()  # what the dead worker left (it can write no more)
         events_before = db.events()
-        worker_b = group.start(
-            procs.manage_args("run_worker", "--owner", "worker-b"), env=env, log_path=log_b,
-            ready=lambda: procs.log_contains(log_b, "ready"), name="worker-b",
-        )
+        worker_b = group.start_worker("worker-b")
         procs.wait_until(lambda: db.session()["status"] in ("completed", "failed", "stopped"),
                          timeout=30, interval=0.1, what="end of the run")
         finished_at = time.time()
@@ -380,25 +393,7 @@ def test_a_worker_frozen_past_its_lease_stores_nothing_after_it_is_thawed(
     """Fencing, with real processes: SIGSTOP worker A mid-stream, worker B takes the run over
     and finishes it, SIGCONT A: nothing A held queued (events, node-boundary rows, usage,
     messages) is stored, and the log stays gap-free and equal to the fold of the rows."""
-    env = procs.child_env(
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{throwaway_postgres}",
-        REDIS_URL=flushed_redis, WORKFLOW_EXECUTOR="worker", WORKER_LEASE_SECONDS="2",
-        WORKER_POLL_SECONDS="0.2", SCRIPTED_TOKENS_PER_SECOND="40", TOKEN_COALESCE_MS="50",
-        VAR_DIR=str(tmp_path), LOG_LEVEL="INFO",
-    )
-    procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env)
-    slug = _quick_demo(tmp_path / "workflows")
-    with procs.ProcessGroup() as group:
-        log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
-        worker_a = group.start(
-            procs.manage_args("run_worker", "--owner", "worker-a"), env=env, log_path=log_a,
-            ready=lambda: procs.log_contains(log_a, "ready"), name="worker-a",
-        )
-        created = procs.run_manage(
-            ["shell", "-c", _CREATE.format(folder=str(tmp_path / "workflows"), slug=slug)], env=env
-        )
-        sid = json.loads(created.stdout.strip().splitlines()[-1])["id"]
-        db = _Db(throwaway_postgres, sid)
+    with _worker_run(throwaway_postgres, flushed_redis, tmp_path) as (group, worker_a, sid, db):
 
         def streaming() -> bool:
             running = [n for n, (status, *_) in db.nodes().items() if status == "running"]
@@ -409,10 +404,7 @@ def test_a_worker_frozen_past_its_lease_stores_nothing_after_it_is_thawed(
         procs.wait_until(streaming, timeout=20, interval=0.03, what="a node streaming")
         os.kill(worker_a.pid, signal.SIGSTOP)
         try:
-            worker_b = group.start(
-                procs.manage_args("run_worker", "--owner", "worker-b"), env=env, log_path=log_b,
-                ready=lambda: procs.log_contains(log_b, "ready"), name="worker-b",
-            )
+            worker_b = group.start_worker("worker-b")
             procs.wait_until(lambda: db.session()["status"] in ("completed", "failed", "stopped"),
                              timeout=40, interval=0.1, what="end of the run under worker B")
             procs.wait_until(lambda: "ended: completed" in worker_b.log(), timeout=5,
