@@ -88,6 +88,10 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("timeout", int, type(None), required=False),
         _f("reviewed_node_id", *OPT_STR, required=False),
         _f("round", *INT, required=False),
+        # Present when the review approves one tool call (not a node's answer).
+        _f("tool_call_id", *OPT_STR, required=False),
+        _f("tool", *OPT_STR, required=False),
+        _f("arguments", *OPT_STR, required=False),
     ),
     EventName.REVIEW_SUBMITTED: (
         _f("node_id", *STR),
@@ -95,12 +99,39 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("comment", *STR),
         _f("by", *OPT_STR),
         _f("timed_out", *BOOL),
+        _f("tool_call_id", *OPT_STR, required=False),
     ),
     EventName.NODE_RESUMED: (_f("node_id", *OPT_STR, required=False),),
     EventName.USER_MESSAGE: (
         _f("text", *STR),
         _f("user", *STR),
         _f("message_id", *STR),
+    ),
+    EventName.TOOL_CALL_START: (
+        _f("call_id", *STR),
+        _f("node_id", *STR),
+        _f("agent_id", *STR),
+        _f("tool", *STR),
+        _f("round", *INT),
+    ),
+    EventName.TOOL_CALL_ARGS: (
+        _f("call_id", *STR),
+        _f("node_id", *STR),
+        _f("delta", *STR),
+    ),
+    EventName.TOOL_CALL_END: (
+        _f("call_id", *STR),
+        _f("node_id", *STR),
+        _f("arguments", *STR),
+        _f("requires_approval", *BOOL),
+    ),
+    EventName.TOOL_CALL_RESULT: (
+        _f("call_id", *STR),
+        _f("node_id", *STR),
+        _f("status", *STR),
+        _f("result", *STR),
+        _f("error", *OPT_STR),
+        _f("duration_ms", *INT),
     ),
 }
 
@@ -153,6 +184,7 @@ COMMANDS: dict[str, tuple[Field, ...]] = {
         _f("node_id", *STR),
         _f("decision", *STR),
         _f("comment", *STR, required=False),
+        _f("call_id", *STR, required=False),
     ),
 }
 
@@ -339,6 +371,7 @@ def parse_command(text: str | None, max_depth: int = 8) -> Command:
     if name == CommandName.SUBMIT_REVIEW:
         if data["decision"] not in ReviewDecision.values:
             raise ProtocolError("invalid_data", "decision must be approve or reject", command_id)
-        if len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100:
+        if (len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100
+                or len(data.get("call_id", "")) > 100):
             raise ProtocolError("invalid_data", "comment or node_id too long", command_id)
     return Command(cmd=name, data=data, id=command_id)

@@ -17,7 +17,9 @@ from realtime.vocabulary import (
     EventName,
     MessageKind,
     NodeStatus,
+    ReviewDecision,
     SessionStatus,
+    ToolCallStatus,
 )
 
 
@@ -30,6 +32,7 @@ def empty_state() -> dict[str, Any]:
         "cost_series": [],
         "pending_review": None,
         "reviews": [],
+        "tool_calls": {},
         "started_at": None,
         "finished_at": None,
         "error": None,
@@ -53,6 +56,76 @@ def _last_agent_message(state: dict[str, Any], node_id: str) -> dict[str, Any] |
     return None
 
 
+def _open_agent_message(state: dict[str, Any], node_id: str, agent_id: str, ts: str) -> dict[str, Any]:
+    """The node's message being written, or a new one (its first token or tool call)."""
+    message = _last_agent_message(state, node_id)
+    if message is None or message["final"]:
+        count = sum(
+            1 for m in state["messages"] if m["kind"] == MessageKind.AGENT and m["node_id"] == node_id
+        )
+        message = {
+            "key": f"{node_id}#{count + 1}",
+            "kind": MessageKind.AGENT.value,
+            "node_id": node_id,
+            "agent_id": agent_id,
+            "user": None,
+            "text": "",
+            "thinking": "",
+            "final": False,
+            "started_at": ts,
+        }
+        state["messages"].append(message)
+    return message
+
+
+def _apply_tool_call(state: dict[str, Any], name: str, data: dict[str, Any], ts: str) -> None:
+    """A tool call's events: it is placed in its node's message at the text it followed."""
+    calls = state["tool_calls"]
+    if name == EventName.TOOL_CALL_START:
+        message = _open_agent_message(state, data["node_id"], data["agent_id"], ts)
+        calls[data["call_id"]] = {
+            "call_id": data["call_id"],
+            "node_id": data["node_id"],
+            "agent_id": data["agent_id"],
+            "tool": data["tool"],
+            "round": data["round"],
+            "arguments": "",
+            "requires_approval": False,
+            "status": ToolCallStatus.STREAMING.value,
+            "result": None,
+            "error": None,
+            "duration_ms": None,
+            "message_key": message["key"],
+            "offset": len(message["text"]),
+            "started_at": ts,
+            "finished_at": None,
+        }
+        return
+    call = calls.get(data["call_id"])
+    if call is None:  # its start is older than the snapshot the state came from
+        return
+    if name == EventName.TOOL_CALL_ARGS:
+        call["arguments"] += data["delta"]
+    elif name == EventName.TOOL_CALL_END:
+        call["arguments"] = data["arguments"]
+        call["requires_approval"] = data["requires_approval"]
+        call["status"] = (
+            ToolCallStatus.WAITING_APPROVAL if data["requires_approval"] else ToolCallStatus.RUNNING
+        ).value
+    elif name == EventName.TOOL_CALL_RESULT:
+        call["status"] = data["status"]
+        call["result"] = data["result"]
+        call["error"] = data["error"]
+        call["duration_ms"] = data["duration_ms"]
+        call["finished_at"] = ts
+
+
+TOOL_CALL_EVENTS = frozenset({
+    EventName.TOOL_CALL_START, EventName.TOOL_CALL_ARGS, EventName.TOOL_CALL_END,
+    EventName.TOOL_CALL_RESULT,
+})
+
+
 def _finish(state: dict[str, Any], status: str, timestamp: str) -> None:
     state["status"] = status
     state["finished_at"] = timestamp
@@ -65,28 +138,13 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
     data = envelope["data"]
     ts = envelope["timestamp"]
     if name == EventName.TOKEN_STREAM:
-        node_id = data["node_id"]
-        message = _last_agent_message(state, node_id)
-        if message is None or message["final"]:
-            count = sum(
-                1 for m in state["messages"] if m["kind"] == MessageKind.AGENT and m["node_id"] == node_id
-            )
-            message = {
-                "key": f"{node_id}#{count + 1}",
-                "kind": MessageKind.AGENT.value,
-                "node_id": node_id,
-                "agent_id": data["agent_id"],
-                "user": None,
-                "text": "",
-                "thinking": "",
-                "final": False,
-                "started_at": ts,
-            }
-            state["messages"].append(message)
+        message = _open_agent_message(state, data["node_id"], data["agent_id"], ts)
         if data["is_thinking"]:
             message["thinking"] += data["chunk"]
         else:
             message["text"] += data["chunk"]
+    elif name in TOOL_CALL_EVENTS:
+        _apply_tool_call(state, name, data, ts)
     elif name == EventName.NODE_STATE_CHANGE:
         node_id = data["node_id"]
         node = {**_default_node(), **state["nodes"].get(node_id, {})}
@@ -161,6 +219,9 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             "deadline": plus_seconds(ts, timeout) if timeout else None,
             "reviewed_node_id": data.get("reviewed_node_id"),
             "round": data.get("round", 1),
+            "tool_call_id": data.get("tool_call_id"),
+            "tool": data.get("tool"),
+            "arguments": data.get("arguments"),
         }
     elif name == EventName.REVIEW_SUBMITTED:
         state["reviews"].append(
@@ -170,10 +231,14 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
                 "comment": data["comment"],
                 "by": data["by"],
                 "timed_out": data["timed_out"],
+                "tool_call_id": data.get("tool_call_id"),
                 "at": ts,
             }
         )
         state["pending_review"] = None
+        call = state["tool_calls"].get(data.get("tool_call_id") or "")
+        if call is not None and data["decision"] == ReviewDecision.APPROVE:
+            call["status"] = ToolCallStatus.RUNNING.value
     elif name == EventName.USER_MESSAGE:
         state["messages"].append(
             {

@@ -31,6 +31,10 @@ class EventName(models.TextChoices):
     REVIEW_SUBMITTED = "review_submitted"
     NODE_RESUMED = "node_resumed"
     USER_MESSAGE = "user_message"
+    TOOL_CALL_START = "tool_call_start"
+    TOOL_CALL_ARGS = "tool_call_args"
+    TOOL_CALL_END = "tool_call_end"
+    TOOL_CALL_RESULT = "tool_call_result"
     # Ephemeral: per connection or per moment, never logged (seq null).
     SNAPSHOT = "snapshot"
     ACK = "ack"
@@ -104,6 +108,27 @@ class MessageKind(models.TextChoices):
 
     AGENT = "agent"
     USER = "user"
+
+
+class ToolCallStatus(models.TextChoices):
+    """Where one tool call is (``tool_call_result.status`` once it ended).
+
+    ``interrupted``: the runner died while the call ran; the take-over does not repeat it
+    silently, it re-runs the node (docs/engine.md, "Tools that are safe to repeat")."""
+
+    STREAMING = "streaming"
+    WAITING_APPROVAL = "waiting_approval"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DENIED = "denied"
+    INTERRUPTED = "interrupted"
+
+
+FINAL_TOOL_CALL_STATUSES = frozenset(
+    {ToolCallStatus.SUCCEEDED, ToolCallStatus.FAILED, ToolCallStatus.DENIED,
+     ToolCallStatus.INTERRUPTED}
+)
 
 
 class ReviewDecision(models.TextChoices):

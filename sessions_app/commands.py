@@ -37,7 +37,7 @@ COMMAND_SERVICES: dict[CommandName, CommandService] = {
     ),
     CommandName.SUBMIT_REVIEW: lambda sid, user, data: review_submit(
         session_id=sid, user=user, node_id=data["node_id"], decision=data["decision"],
-        comment=data.get("comment", ""),
+        comment=data.get("comment", ""), call_id=data.get("call_id"),
     ),
 }
 

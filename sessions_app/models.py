@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from realtime.vocabulary import (
     ACTIVE_SESSION_STATUSES,
@@ -21,6 +22,7 @@ from realtime.vocabulary import (
     NodeType,
     ReviewDecision,
     SessionStatus,
+    ToolCallStatus,
 )
 from workflows.vocabulary import ReviewStatus
 
@@ -209,17 +211,50 @@ class HumanReview(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the review approves one tool call of an agent node (not a review node's round).
+    call_id = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["session", "created_at", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["session", "node_id", "round"], name="review_unique_round"
+                fields=["session", "node_id", "round", "call_id"], name="review_unique_round_call"
             )
         ]
 
     def __str__(self) -> str:
         return f"review {self.node_id} #{self.round}: {self.status} {self.decision}"
+
+
+class ToolCall(models.Model):
+    """One tool call an agent made: what it asked, what came back, how it ended."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="tool_calls")
+    node_id = models.CharField(max_length=64)
+    agent_id = models.CharField(max_length=64, blank=True, default="")
+    round = models.PositiveIntegerField(default=1)
+    call_id = models.CharField(max_length=100)
+    tool = models.CharField(max_length=200, db_index=True)
+    server = models.CharField(max_length=64, blank=True, default="", help_text="MCP server id")
+    arguments = models.TextField(blank=True, default="")
+    requires_approval = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=20, choices=ToolCallStatus.choices, default=ToolCallStatus.RUNNING
+    )
+    result = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "call_id"], name="tool_call_unique_id")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} ({self.node_id} #{self.round}): {self.status}"
 
 
 class CommandReceipt(models.Model):

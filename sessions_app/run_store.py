@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sessions_app import selectors
-from sessions_app.services import leases, nodes, reviews, runs, usage
+from sessions_app.services import leases, nodes, reviews, runs, tools, usage
 
 _WHERE = {
     "run_begin": runs,
@@ -35,6 +35,11 @@ _WHERE = {
     "review_comments": selectors,
     "answered_after": selectors,
     "review_close": reviews,
+    "tool_approval_open": reviews,
+    "tool_call_begin": tools,
+    "tool_call_set_running": tools,
+    "tool_call_finish": tools,
+    "transcript_search": selectors,
 }
 
 

@@ -112,8 +112,12 @@ def user_messages_before(*, session_id: Any, before_id: int | None = None) -> li
     ]
 
 
-def review_state(*, session_id: Any, node_id: str, round: int) -> ReviewState | None:
-    review = HumanReview.objects.filter(session_id=session_id, node_id=node_id, round=round).first()
+def review_state(
+    *, session_id: Any, node_id: str, round: int, call_id: str = ""
+) -> ReviewState | None:
+    review = HumanReview.objects.filter(
+        session_id=session_id, node_id=node_id, round=round, call_id=call_id
+    ).first()
     if review is None:
         return None
     return ReviewState(
@@ -139,3 +143,23 @@ def answered_after(*, session_id: Any, node_id: str, moment: datetime) -> bool:
     return NodeState.objects.filter(
         session_id=session_id, node_id=node_id, status=NodeStatus.COMPLETED, finished_at__gt=moment
     ).exists()
+
+
+def transcript_search(*, session_id: Any, query: str, limit: int = 5) -> list[dict[str, str]]:
+    """Messages of the session containing every word of ``query`` (case-insensitive), most
+    recent first, each as who said it and an excerpt around the first word found."""
+    words = [word for word in query.lower().split() if word][:10]
+    if not words:
+        return []
+    messages = Message.objects.filter(session_id=session_id)
+    for word in words:
+        messages = messages.filter(text__icontains=word)
+    hits = []
+    for node_id, username, text in messages.order_by("-id").values_list(
+        "node_id", "user__username", "text"
+    )[: max(1, min(limit, 20))]:
+        at = text.lower().find(words[0])
+        start = max(0, at - 60)
+        excerpt = ("..." if start else "") + text[start:start + 200].strip()
+        hits.append({"who": node_id or username or "user", "excerpt": " ".join(excerpt.split())})
+    return hits

@@ -137,9 +137,13 @@ class RunStore(Protocol):
         comment: str,
     ) -> None: ...
 
-    def review_state(self, *, session_id: str, node_id: str, round: int) -> ReviewState | None: ...
+    def review_state(
+        self, *, session_id: str, node_id: str, round: int, call_id: str = ""
+    ) -> ReviewState | None: ...
 
-    def review_decide_default(self, *, fence: int, session_id: str, node_id: str, decision: str) -> bool:
+    def review_decide_default(
+        self, *, fence: int, session_id: str, node_id: str, decision: str, call_id: str | None = None
+    ) -> bool:
         """Record ``decision`` as timed out; False if it cannot be now (decided meanwhile)."""
 
     def review_comments(self, *, session_id: str, node_id: str) -> list[str]: ...
@@ -147,6 +151,30 @@ class RunStore(Protocol):
     def answered_after(self, *, session_id: str, node_id: str, moment: datetime) -> bool: ...
 
     def review_close(self, *, fence: int, session_id: str, node_id: str) -> None: ...
+
+    # --------------------------------------------------------------- tool calls
+    def tool_call_begin(
+        self, *, fence: int, session_id: str, node_id: str, agent_id: str, round: int,
+        call_id: str, tool: str, server: str, arguments: str, requires_approval: bool,
+    ) -> None:
+        """The model finished asking for a call: store it, log ``tool_call_end``."""
+
+    def tool_approval_open(
+        self, *, fence: int, session_id: str, node_id: str, round: int, call_id: str, tool: str,
+        arguments: str, timeout: int | None,
+    ) -> None:
+        """Ask a human whether the call may run (a review keyed by ``call_id``)."""
+
+    def tool_call_set_running(self, *, fence: int, session_id: str, call_id: str) -> None: ...
+
+    def tool_call_finish(
+        self, *, fence: int, session_id: str, call_id: str, status: str, result: str = "",
+        error: str = "", duration_ms: int = 0,
+    ) -> None:
+        """How the call ended; logs ``tool_call_result``."""
+
+    def transcript_search(self, *, session_id: str, query: str, limit: int = 5) -> list[dict[str, str]]:
+        """Messages containing every word of ``query``, most recent first (``who``, ``excerpt``)."""
 
 
 _store: Registered[RunStore] = Registered(

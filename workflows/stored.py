@@ -67,6 +67,7 @@ WRITES = frozenset({
     "run_begin", "run_finish", "node_begin", "node_set_status", "message_save_partial",
     "node_complete", "usage_progress", "node_fail", "node_stopped", "nodes_skip",
     "review_open", "review_auto_approve", "review_decide_default", "review_close",
+    "tool_approval_open", "tool_call_begin", "tool_call_set_running", "tool_call_finish",
 })
 
 

@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def _review_event(
-    session_id: Any, *, node_id: str, decision: str, comment: str, by: str | None, timed_out: bool
+    session_id: Any, *, node_id: str, decision: str, comment: str, by: str | None, timed_out: bool,
+    call_id: str = "",
 ) -> None:
+    data = {"node_id": node_id, "decision": decision, "comment": comment, "by": by,
+            "timed_out": timed_out}
+    if call_id:
+        data["tool_call_id"] = call_id
     publish_sync(
-        session_id=session_id, event=EventName.REVIEW_SUBMITTED, node_id=node_id,
-        data={"node_id": node_id, "decision": decision, "comment": comment, "by": by,
-              "timed_out": timed_out},
+        session_id=session_id, event=EventName.REVIEW_SUBMITTED, node_id=node_id, data=data
     )
 
 
@@ -50,24 +53,31 @@ def review_submit(
     decision: str,
     comment: str = "",
     timed_out: bool = False,
+    call_id: str | None = None,
 ) -> HumanReview:
-    """Decide the pending review of a node; the runner continues or sends it back."""
+    """Decide the pending review of a node (or, with ``call_id``, the approval of one of its
+    tool calls); the runner continues, sends the agent back, or runs or denies the tool.
+
+    Without ``call_id`` the node's pending review is decided, whichever kind it is."""
     if decision not in ReviewDecision.values:
         raise InvalidData("decision must be approve or reject")
     comment = (comment or "").strip()
-    if decision == ReviewDecision.REJECT and not comment and not timed_out:
-        raise InvalidData("a rejection needs a comment for the agent")
     session = locked_session(session_id)
-    review = (
-        HumanReview.objects.select_for_update()
-        .filter(session=session, node_id=node_id, status=ReviewStatus.PENDING)
-        .order_by("-round")
-        .first()
+    pending = HumanReview.objects.select_for_update().filter(
+        session=session, node_id=node_id, status=ReviewStatus.PENDING
     )
+    if call_id is not None:
+        pending = pending.filter(call_id=call_id)
+    review = pending.order_by("-round", "-id").first()
     if review is None:
         if not session.node_states.filter(node_id=node_id).exists():
             raise NotFound(f"no node {node_id!r} in this session")
+        if call_id is not None:
+            raise InvalidState(f"tool call {call_id!r} of {node_id!r} is not waiting for approval")
         raise InvalidState(f"node {node_id!r} is not waiting for a review")
+    # A rejected tool call needs no comment: the model is told the reviewer denied it.
+    if decision == ReviewDecision.REJECT and not comment and not timed_out and not review.call_id:
+        raise InvalidData("a rejection needs a comment for the agent")
     if session.status not in (
         SessionStatus.WAITING_REVIEW, SessionStatus.PAUSED, SessionStatus.RUNNING
     ):
@@ -81,6 +91,7 @@ def review_submit(
     _review_event(
         session.pk, node_id=node_id, decision=decision, comment=comment,
         by=user.get_username() if user is not None else None, timed_out=timed_out,
+        call_id=review.call_id,
     )
     others_pending = session.reviews.filter(status=ReviewStatus.PENDING).exists()
     if session.status == SessionStatus.WAITING_REVIEW and not others_pending:
@@ -94,7 +105,9 @@ def review_submit(
 
 @idempotent
 @transaction.atomic
-def review_decide_default(*, session_id: Any, fence: int, node_id: str, decision: str) -> bool:
+def review_decide_default(
+    *, session_id: Any, fence: int, node_id: str, decision: str, call_id: str | None = None
+) -> bool:
     """The review's deadline passed: record the definition's default decision as timed out.
     False if it cannot be recorded now (decided meanwhile, or the session is not in a
     reviewable state)."""
@@ -103,6 +116,7 @@ def review_decide_default(*, session_id: Any, fence: int, node_id: str, decision
         review_submit(
             session_id=session_id, user=None, node_id=node_id, decision=decision,
             comment="no decision before the timeout: default applied", timed_out=True,
+            call_id=call_id,
         )
     except ServiceError as exc:
         log.info("default decision for %s not applied: %s", node_id, exc.message)
@@ -154,6 +168,40 @@ def review_open(
             "node_id": node_id, "reason": review.reason,
             "timeout": timeout if created else _seconds_left(review),
             "reviewed_node_id": reviewed_node_id, "round": round,
+        },
+    )
+
+
+@idempotent
+@transaction.atomic
+def tool_approval_open(
+    *, session_id: Any, fence: int, node_id: str, round: int, call_id: str, tool: str,
+    arguments: str, timeout: int | None,
+) -> None:
+    """Ask a human whether a tool call may run: the node and the session wait (a paused
+    session stays paused). One review row per call, so a retried write asks once."""
+    session = lock_run(session_id, fence)
+    review, created = HumanReview.objects.get_or_create(
+        session=session, node_id=node_id, round=round, call_id=call_id,
+        defaults={
+            "reason": f"Allow the tool {tool} to run?", "timeout_seconds": timeout,
+            "deadline": timezone.now() + timedelta(seconds=timeout) if timeout else None,
+        },
+    )
+    if not created:
+        return
+    node = locked_node(session_id, node_id)
+    node.status = NodeStatus.WAITING_REVIEW
+    node.save(update_fields=["status"])
+    if session.status == SessionStatus.RUNNING:
+        session.status = SessionStatus.WAITING_REVIEW
+        session.save(update_fields=["status", "updated_at"])
+    node_state_event(session.pk, node)
+    publish_sync(
+        session_id=session.pk, event=EventName.HUMAN_INTERACTION_REQUIRED, node_id=node_id,
+        data={
+            "node_id": node_id, "reason": review.reason, "timeout": timeout, "round": round,
+            "tool_call_id": call_id, "tool": tool, "arguments": arguments,
         },
     )
 

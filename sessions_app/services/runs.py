@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from realtime.eventlog import read_envelopes
@@ -22,13 +23,15 @@ from realtime.vocabulary import (
     NodeStatus,
     SessionStatus,
 )
-from sessions_app.models import Message, MessageKind, Session
+from sessions_app.models import HumanReview, Message, MessageKind, Session
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import recount_nodes
 from sessions_app.services.receipts import forget_receipts, idempotent
+from sessions_app.services.tools import interrupt_open_calls
 from sessions_app.services.usage import session_totals
 from workflows.store import RunStart
+from workflows.vocabulary import ReviewStatus
 
 # A dead runner left these half-done; ``stopped`` in a session that is still active was
 # abandoned by a runner that shut down.
@@ -75,13 +78,22 @@ def _settle_interrupted(session: Session) -> list[str]:
     A node the dead runner was streaming (or holding paused) gets its open message finalised
     with the text viewers were actually sent, a ``stopped`` state saying why, then
     ``pending``. Returns the node ids reset."""
+    # An agent node waiting for a tool call's approval is half-done too (a review node
+    # waiting is not: its review is asked again as it stands).
+    approving = HumanReview.objects.filter(
+        session=session, status=ReviewStatus.PENDING
+    ).exclude(call_id="").values_list("node_id", flat=True)
     interrupted = list(
-        session.node_states.select_for_update().filter(status__in=INTERRUPTED_STATUSES)
+        session.node_states.select_for_update().filter(
+            Q(status__in=INTERRUPTED_STATUSES)
+            | Q(status=NodeStatus.WAITING_REVIEW, node_id__in=list(approving))
+        )
     )
     if not interrupted:
         return []
     state = fold(read_envelopes(str(session.pk)))
     now = timezone.now()
+    interrupt_open_calls(session, [node.node_id for node in interrupted])
     for node in interrupted:
         _close_open_message(session, node.node_id, _streaming(state, node.node_id))
         if node.status != NodeStatus.STOPPED:
@@ -96,6 +108,12 @@ def _settle_interrupted(session: Session) -> list[str]:
         node.finished_at = None
         node.save(update_fields=["status", "error", "finished_at"])
         node_state_event(session.pk, node)
+    if (session.status == SessionStatus.WAITING_REVIEW
+            and not session.reviews.filter(status=ReviewStatus.PENDING).exists()):
+        # It waited only for an approval the take-over cancelled: the run goes on.
+        session.status = SessionStatus.RUNNING
+        session.save(update_fields=["status", "updated_at"])
+        publish_sync(session_id=session.pk, event=EventName.NODE_RESUMED, data={"node_id": None})
     return [node.node_id for node in interrupted]
 
 

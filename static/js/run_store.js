@@ -25,6 +25,7 @@ export function emptyState() {
     cost_series: [],
     pending_review: null,
     reviews: [],
+    tool_calls: {},
     started_at: null,
     finished_at: null,
     error: null,
@@ -108,6 +109,9 @@ export function reduceRun(state, envelope) {
           deadline: timeout ? addSeconds(ts, timeout) : null,
           reviewed_node_id: given(data, "reviewed_node_id"),
           round: given(data, "round") ?? 1,
+          tool_call_id: given(data, "tool_call_id"),
+          tool: given(data, "tool"),
+          arguments: given(data, "arguments"),
         },
       };
     }
@@ -122,6 +126,7 @@ export function reduceRun(state, envelope) {
             comment: data.comment,
             by: data.by,
             timed_out: data.timed_out,
+            tool_call_id: given(data, "tool_call_id"),
             at: ts,
           },
         ],

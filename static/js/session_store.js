@@ -17,6 +17,27 @@ function countNodeMessages(messages, nodeId) {
   return n;
 }
 
+/** A copy of `messages` in which the node's open message exists (created if needed). */
+export function openAgentMessage(messages, nodeId, agentId, ts) {
+  const copy = messages.slice();
+  let index = lastAgentMessageIndex(copy, nodeId);
+  if (index === -1 || copy[index].final) {
+    copy.push({
+      key: `${nodeId}#${countNodeMessages(copy, nodeId) + 1}`,
+      kind: MessageKind.AGENT,
+      node_id: nodeId,
+      agent_id: agentId,
+      user: null,
+      text: "",
+      thinking: "",
+      final: false,
+      started_at: ts,
+    });
+    index = copy.length - 1;
+  }
+  return { messages: copy, index };
+}
+
 /**
  * Apply one logged envelope to the session part of the state. Returns a new state object
  * (unchanged parts are shared) or the same object when the event does not concern it.
@@ -26,28 +47,17 @@ export function reduceSession(state, envelope) {
   const ts = envelope.timestamp;
   switch (envelope.event) {
     case EventName.TOKEN_STREAM: {
-      const nodeId = data.node_id;
-      const messages = state.messages.slice();
-      let index = lastAgentMessageIndex(messages, nodeId);
-      if (index === -1 || messages[index].final) {
-        messages.push({
-          key: `${nodeId}#${countNodeMessages(messages, nodeId) + 1}`,
-          kind: MessageKind.AGENT,
-          node_id: nodeId,
-          agent_id: data.agent_id,
-          user: null,
-          text: "",
-          thinking: "",
-          final: false,
-          started_at: ts,
-        });
-        index = messages.length - 1;
-      }
+      const { messages, index } = openAgentMessage(state.messages, data.node_id, data.agent_id, ts);
       const current = messages[index];
       messages[index] = data.is_thinking
         ? { ...current, thinking: current.thinking + data.chunk }
         : { ...current, text: current.text + data.chunk };
       return { ...state, messages };
+    }
+    case EventName.TOOL_CALL_START: {
+      // A call opens its node's message too (a model may call a tool before writing).
+      const { messages, index } = openAgentMessage(state.messages, data.node_id, data.agent_id, ts);
+      return messages.length !== state.messages.length && index >= 0 ? { ...state, messages } : state;
     }
     case EventName.NODE_STATE_CHANGE: {
       if (!FINAL_NODE_STATUSES.includes(data.status)) return state;

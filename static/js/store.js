@@ -5,12 +5,13 @@
 import { EventName } from "./vocabulary.js";
 import { emptyState, reduceRun } from "./run_store.js";
 import { reduceSession } from "./session_store.js";
+import { reduceTools } from "./tool_store.js";
 
 export { emptyState };
 
 /** Fold one logged envelope into the state (pure). */
 export function fold(state, envelope) {
-  return reduceSession(reduceRun(state, envelope), envelope);
+  return reduceTools(reduceSession(reduceRun(state, envelope), envelope), envelope);
 }
 
 /** Fold a list of envelopes (pure). */

@@ -18,6 +18,10 @@ export const EventName = Object.freeze({
   REVIEW_SUBMITTED: "review_submitted",
   NODE_RESUMED: "node_resumed",
   USER_MESSAGE: "user_message",
+  TOOL_CALL_START: "tool_call_start",
+  TOOL_CALL_ARGS: "tool_call_args",
+  TOOL_CALL_END: "tool_call_end",
+  TOOL_CALL_RESULT: "tool_call_result",
   SNAPSHOT: "snapshot",
   ACK: "ack",
   PONG: "pong",
@@ -74,6 +78,18 @@ export const MessageKind = Object.freeze({
   USER: "user",
 });
 
+export const ToolCallStatus = Object.freeze({
+  STREAMING: "streaming",
+  WAITING_APPROVAL: "waiting_approval",
+  RUNNING: "running",
+  SUCCEEDED: "succeeded",
+  FAILED: "failed",
+  DENIED: "denied",
+  INTERRUPTED: "interrupted",
+});
+
+export const FINAL_TOOL_CALL_STATUSES = Object.freeze(["denied", "failed", "interrupted", "succeeded"]);
+
 export const ReviewDecision = Object.freeze({
   APPROVE: "approve",
   REJECT: "reject",
@@ -86,7 +102,7 @@ export const Access = Object.freeze({
 
 export const WATCHER_COMMANDS = Object.freeze(["ping"]);
 
-export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message"]);
+export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result"]);
 
 export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch"]);
 

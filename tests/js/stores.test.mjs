@@ -21,7 +21,7 @@ function deepFreeze(o) {
   return o;
 }
 
-const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "started_at", "finished_at", "error"].sort();
+const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "tool_calls", "started_at", "finished_at", "error"].sort();
 
 test("there are at least 3 scenarios, each with the documented shape", () => {
   assert.ok(scenarioFiles.length >= 3, `found ${scenarioFiles.length}`);
@@ -67,6 +67,7 @@ test("the empty state has the documented shape", () => {
     cost_series: [],
     pending_review: null,
     reviews: [],
+    tool_calls: {},
     started_at: null,
     finished_at: null,
     error: null,
@@ -117,9 +118,9 @@ test("human_interaction_required: deadline from timeout, defaults for round and 
   let s = emptyState();
   s = fold(s, E(1, "human_interaction_required", { node_id: "r", reason: "check", timeout: 90 }, "2026-11-24T10:59:30.500Z"));
   assert.equal(s.status, "waiting_review");
-  assert.deepEqual(s.pending_review, { node_id: "r", reason: "check", timeout: 90, deadline: "2026-11-24T11:01:00.500Z", reviewed_node_id: null, round: 1 });
+  assert.deepEqual(s.pending_review, { node_id: "r", reason: "check", timeout: 90, deadline: "2026-11-24T11:01:00.500Z", reviewed_node_id: null, round: 1, tool_call_id: null, tool: null, arguments: null });
   s = fold(s, E(2, "human_interaction_required", { node_id: "r", reason: "again", reviewed_node_id: "d", round: 2 }));
-  assert.deepEqual(s.pending_review, { node_id: "r", reason: "again", timeout: null, deadline: null, reviewed_node_id: "d", round: 2 });
+  assert.deepEqual(s.pending_review, { node_id: "r", reason: "again", timeout: null, deadline: null, reviewed_node_id: "d", round: 2, tool_call_id: null, tool: null, arguments: null });
   s = fold(s, E(3, "review_submitted", { node_id: "r", decision: "approve", comment: "", by: "al", timed_out: false }));
   assert.equal(s.pending_review, null);
   assert.equal(s.status, "waiting_review", "status changes with node_resumed, not with the review");

@@ -72,14 +72,22 @@ sessions can store the definition they ran and read it back with ``from_dict``.
 from workflows.definitions.errors import DefinitionError
 from workflows.definitions.loading import list_workflows, load_file, load_workflow, validate_all
 from workflows.definitions.models import ID_RE, SLUG_RE
-from workflows.definitions.spec import AgentSpec, NodeSpec, WorkflowDefinition
+from workflows.definitions.spec import (
+    AgentSpec,
+    McpServerSpec,
+    NodeSpec,
+    ToolSpec,
+    WorkflowDefinition,
+)
 
 __all__ = [
     "ID_RE",
     "SLUG_RE",
     "AgentSpec",
     "DefinitionError",
+    "McpServerSpec",
     "NodeSpec",
+    "ToolSpec",
     "WorkflowDefinition",
     "list_workflows",
     "load_file",

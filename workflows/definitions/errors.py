@@ -68,6 +68,8 @@ def _node_at(data: Any, index: int) -> Mapping[str, Any]:
 def _locate(error: Mapping[str, Any], data: Any) -> tuple[str | None, list[Any]]:
     """``(node id or None, path)`` for one pydantic error on the file ``data``."""
     context = error.get("ctx") or {}
+    if "path" in context:  # a cross-reference outside the nodes (an agent's MCP server)
+        return None, list(context["path"])
     if "node_id" in context:  # a cross-reference error (models.reference_error)
         field = context.get("field")
         return context["node_id"], [field] if field else []

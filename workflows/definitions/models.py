@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from realtime.vocabulary import NodeType, ReviewDecision
 from workflows.definitions import graph
 from workflows.pricing import known_model
+from workflows.tools.registry import builtin_names, get_builtin
 from workflows.vocabulary import ProviderName
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
@@ -83,14 +84,72 @@ class FileModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _tool_shorthand(value: Any) -> Any:
+    """``- calculator`` in a tools list means ``- builtin: calculator``."""
+    return {"builtin": value} if isinstance(value, str) else value
+
+
+class ToolFile(FileModel):
+    """One entry of ``agents.<id>.tools``: a built-in tool, or the tools of an MCP server."""
+
+    builtin: str | None = None
+    mcp: Identifier | None = None
+    only: Annotated[list[Text], AfterValidator(_unique)] | None = None
+    requires_approval: bool = False
+    timeout: Annotated[float, Field(gt=0, le=600, strict=False)] = 30.0
+    max_result_chars: Annotated[int, Field(ge=100, le=1_000_000)] = 8000
+    approval_timeout: PositiveInt | None = 300
+    approval_default: Annotated[ReviewDecision, Field(strict=False)] = ReviewDecision.REJECT
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_builtin(cls, name: str | None) -> str | None:
+        if name is not None and get_builtin(name) is None:
+            raise PydanticCustomError(
+                "unknown_tool", "unknown built-in tool {name} (known: {known})",
+                {"name": repr(name), "known": ", ".join(builtin_names())},
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.builtin is None) == (self.mcp is None):
+            raise PydanticCustomError("tool_source", "give exactly one of builtin or mcp")
+        if self.builtin is not None and self.only is not None:
+            raise PydanticCustomError("tool_only", "only applies to an mcp entry")
+        return self
+
+
+class McpServerFile(FileModel):
+    """``mcp_servers.<id>``: a server started over stdio (command) or reached over HTTP (url)."""
+
+    command: Text | None = None
+    args: Annotated[list[str], _none_as(list)] = Field(default_factory=list)
+    env: Annotated[dict[str, str], _none_as(dict)] = Field(default_factory=dict)
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+    startup_timeout: Annotated[float, Field(gt=0, le=120, strict=False)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Self:
+        if (self.command is None) == (self.url is None):
+            raise PydanticCustomError("mcp_transport", "give exactly one of command (stdio) or url (HTTP)")
+        if self.url is not None and (self.args or self.env):
+            raise PydanticCustomError("mcp_transport", "args and env apply to a command only")
+        return self
+
+
 class AgentFile(FileModel):
-    """``agents.<id>``: who answers, with which model and prompt."""
+    """``agents.<id>``: who answers, with which model and prompt, and which tools it may call."""
 
     name: Text
     role: Text
     model: Text
     prompt: Text
     provider: Annotated[ProviderName, Field(strict=False)] = ProviderName.SCRIPTED
+    tools: Annotated[
+        list[Annotated[ToolFile, BeforeValidator(_tool_shorthand)]], _none_as(list)
+    ] = Field(default_factory=list)
+    max_tool_rounds: Annotated[int, Field(ge=1, le=50)] = 4
 
     @field_validator("model")
     @classmethod
@@ -107,6 +166,14 @@ class AgentFile(FileModel):
         return model
 
 
+class ScriptedToolCall(FileModel):
+    """A tool call the scripted model makes (tests and demos): arguments as an object, or
+    as raw text sent as is (so a test can send JSON that does not parse)."""
+
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+
 class AgentOptions(FileModel):
     """``options`` of an agent node. Only the keys given are kept (null = not given)."""
 
@@ -115,6 +182,8 @@ class AgentOptions(FileModel):
     thinking: bool | None = None
     fail: bool | None = None
     fail_after_tokens: Annotated[int, Field(ge=0)] | None = None
+    scripted_tool_calls: list[ScriptedToolCall] | None = None
+    scripted_tool_rounds: Annotated[int, Field(ge=0, le=50)] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
@@ -168,6 +237,9 @@ class WorkflowFile(FileModel):
     description: str = ""
     agents: Annotated[dict[Identifier, AgentFile], Field(min_length=1)]
     nodes: Annotated[list[AnyNodeFile], Field(min_length=1)]
+    mcp_servers: Annotated[dict[Identifier, McpServerFile], _none_as(dict)] = Field(
+        default_factory=dict
+    )
 
     def graph(self) -> dict[str, list[str]]:
         return {node.id: node.depends_on for node in self.nodes}
@@ -187,6 +259,14 @@ class WorkflowFile(FileModel):
             for dep in node.depends_on:
                 if dep not in ids:
                     raise reference_error(f"unknown node {dep!r}", node_id=node.id, field="depends_on")
+        for agent_id, agent in self.agents.items():
+            for index, tool in enumerate(agent.tools):
+                if tool.mcp is not None and tool.mcp not in self.mcp_servers:
+                    raise PydanticCustomError(
+                        "workflow_reference", "unknown MCP server {server} (not in mcp_servers)",
+                        {"server": repr(tool.mcp),
+                         "path": ["agents", agent_id, "tools", index, "mcp"]},
+                    )
         cycle = graph.find_cycle(self.graph())
         if cycle:
             raise reference_error("dependency cycle: " + " -> ".join(cycle), node_id=cycle[0])

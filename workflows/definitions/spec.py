@@ -18,18 +18,64 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from realtime.vocabulary import NodeType
+from realtime.vocabulary import NodeType, ReviewDecision
 from workflows.definitions import graph
 from workflows.definitions.errors import DefinitionError, definition_error
 from workflows.definitions.models import (
     CHECK_MODELS,
     AgentNodeFile,
+    McpServerFile,
     ReviewNodeFile,
+    ToolFile,
     WorkflowFile,
 )
 from workflows.vocabulary import ProviderName
 
 DEFAULT_REVIEW_TITLE = "Human review"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One ``tools`` entry of an agent: a built-in tool or (some of) an MCP server's tools,
+    with how each call is guarded."""
+
+    builtin: str | None = None
+    mcp: str | None = None
+    only: tuple[str, ...] | None = None
+    requires_approval: bool = False
+    timeout: float = 30.0
+    max_result_chars: int = 8000
+    approval_timeout: int | None = 300
+    approval_default: str = ReviewDecision.REJECT
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"builtin": self.builtin} if self.builtin else {"mcp": self.mcp}
+        if self.only is not None:
+            item["only"] = list(self.only)
+        item.update(
+            requires_approval=self.requires_approval, timeout=self.timeout,
+            max_result_chars=self.max_result_chars, approval_timeout=self.approval_timeout,
+            approval_default=str(self.approval_default),
+        )
+        return item
+
+
+@dataclass(frozen=True)
+class McpServerSpec:
+    """A server of ``mcp_servers``: stdio (command, args, env) or streamable HTTP (url)."""
+
+    id: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    url: str | None = None
+    startup_timeout: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.url is not None:
+            return {"url": self.url, "startup_timeout": self.startup_timeout}
+        return {"command": self.command, "args": list(self.args), "env": dict(self.env),
+                "startup_timeout": self.startup_timeout}
 
 
 @dataclass(frozen=True)
@@ -40,6 +86,8 @@ class AgentSpec:
     model: str
     prompt: str
     provider: ProviderName = ProviderName.SCRIPTED
+    tools: tuple[ToolSpec, ...] = ()
+    max_tool_rounds: int = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +108,7 @@ class WorkflowDefinition:
     nodes: tuple[NodeSpec, ...]
     agents: dict[str, AgentSpec]
     source: str = field(default="", compare=False)
+    mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
@@ -102,22 +151,29 @@ class WorkflowDefinition:
             item["depends_on"] = list(node.depends_on)
             item["options"] = copy.deepcopy(node.options)
             nodes.append(item)
-        return {
+        agents: dict[str, Any] = {}
+        for agent in self.agents.values():
+            item = {
+                "name": agent.name,
+                "role": agent.role,
+                "model": agent.model,
+                "provider": str(agent.provider),
+                "prompt": agent.prompt,
+            }
+            if agent.tools:  # tool keys only where used: older stored copies stay equal
+                item["tools"] = [tool.to_dict() for tool in agent.tools]
+                item["max_tool_rounds"] = agent.max_tool_rounds
+            agents[agent.id] = item
+        result = {
             "slug": self.slug,
             "name": self.name,
             "description": self.description,
-            "agents": {
-                agent.id: {
-                    "name": agent.name,
-                    "role": agent.role,
-                    "model": agent.model,
-                    "provider": str(agent.provider),
-                    "prompt": agent.prompt,
-                }
-                for agent in self.agents.values()
-            },
+            "agents": agents,
             "nodes": nodes,
         }
+        if self.mcp_servers:
+            result["mcp_servers"] = {sid: spec.to_dict() for sid, spec in self.mcp_servers.items()}
+        return result
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str, check_models: bool = True) -> WorkflowDefinition:
@@ -140,6 +196,8 @@ def _build(parsed: WorkflowFile, *, source: str) -> WorkflowDefinition:
             model=agent.model,
             prompt=agent.prompt,
             provider=agent.provider,
+            tools=tuple(_tool(tool) for tool in agent.tools),
+            max_tool_rounds=agent.max_tool_rounds,
         )
         for agent_id, agent in parsed.agents.items()
     }
@@ -177,4 +235,23 @@ def _build(parsed: WorkflowFile, *, source: str) -> WorkflowDefinition:
         nodes=tuple(nodes),
         agents=agents,
         source=source,
+        mcp_servers={sid: _server(sid, server) for sid, server in parsed.mcp_servers.items()},
+    )
+
+
+def _tool(tool: ToolFile) -> ToolSpec:
+    return ToolSpec(
+        builtin=tool.builtin, mcp=tool.mcp,
+        only=tuple(tool.only) if tool.only is not None else None,
+        requires_approval=tool.requires_approval, timeout=tool.timeout,
+        max_result_chars=tool.max_result_chars, approval_timeout=tool.approval_timeout,
+        approval_default=ReviewDecision(tool.approval_default),
+    )
+
+
+def _server(server_id: str, server: McpServerFile) -> McpServerSpec:
+    return McpServerSpec(
+        id=server_id, command=server.command, args=tuple(server.args),
+        env=tuple(sorted(server.env.items())), url=server.url,
+        startup_timeout=server.startup_timeout,
     )

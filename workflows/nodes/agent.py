@@ -1,5 +1,10 @@
 """An agent node: stream one round of a model's answer, then one node-boundary write.
 
+A round is one model call, or several when the agent has tools: model, its tool calls
+(``tool_calls``), model again with their results, ... up to ``max_tool_rounds`` rounds of
+calls; its text is one message and its usage the sum of every call. The toolbox (MCP
+servers included) is open for the round and closed when it ends or stops.
+
 Chunks go through the coalescer to the event log (and so to every viewer); the node's rows
 are written when it starts, about once a second (partial text, for the admin), every
 ``USAGE_INTERVAL_SECONDS`` (live usage) and when it ends. Pause holds the stream at its next
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
@@ -25,9 +30,18 @@ from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
 from workflows.nodes.prompt import build_request
+from workflows.nodes.tool_calls import CallStream, run_call
 from workflows.pricing import cost_usd
-from workflows.providers import CompletionRequest, ProviderError, Usage, get_provider
+from workflows.providers import (
+    CompletionRequest,
+    ProviderError,
+    ToolCallDelta,
+    Usage,
+    get_provider,
+)
 from workflows.providers.base import input_tokens as count_input_tokens
+from workflows.tools.registry import ToolContext
+from workflows.tools.toolbox import Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +58,11 @@ class _Round:
     request: CompletionRequest | None = None
     streamed: int = 0
     usage: Usage | None = None
+    # Earlier model calls of this round (a tool loop): their usage, summed.
+    used_input: int = 0
+    used_output: int = 0
+    estimated: bool = False
+    toolbox: Toolbox | None = None
     last_save: float = field(default_factory=time.monotonic)
     last_usage: float = field(default_factory=time.monotonic)
 
@@ -79,7 +98,15 @@ class AgentExecutor:
             this.request = await build_request(
                 run, node, feedback=feedback, before_message=this.message_id
             )
-            await self._stream(run, this)
+            if agent.tools:
+                async with Toolbox(
+                    agent=agent, servers=run.definition.mcp_servers,
+                    context=ToolContext(session_id=run.session_id, node_id=node.id,
+                                        search_transcript=run.store.transcript_search),
+                ) as this.toolbox:
+                    await self._tool_loop(run, this, round_)
+            else:
+                await self._stream(run, this)
             await this.coalescer.drain()
             this.coalescer.check()
         except asyncio.CancelledError:
@@ -113,16 +140,25 @@ class AgentExecutor:
             log.error("node %s of %s could not be completed (%s)", node.id, run.session_id, exc)
             await self._fail(run, this, f"internal error: {exc.__class__.__name__}", "internal")
 
-    async def _stream(self, run: RunContext, this: _Round) -> None:
+    async def _stream(
+        self, run: RunContext, this: _Round, calls: CallStream | None = None
+    ) -> None:
+        """One model call: its text to the coalescer, its tool calls (if any) to ``calls``."""
         assert this.node.agent is not None and this.request is not None
         stream = get_provider(this.node.agent.provider).stream(this.request)
+        this.usage = None
+        this.streamed = 0
         try:
             async for item in stream:
                 if isinstance(item, Usage):
                     this.usage = item
                     continue
                 await self._hold_if_paused(run, this)
-                this.coalescer.add(item)
+                if isinstance(item, ToolCallDelta):
+                    if calls is not None:
+                        calls.add(item)
+                else:
+                    this.coalescer.add(item)
                 this.coalescer.check()
                 this.streamed += 1
                 await self._checkpoint(run, this)
@@ -131,6 +167,57 @@ class AgentExecutor:
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
+
+    async def _tool_loop(self, run: RunContext, this: _Round, round_: int) -> None:
+        """Model, tools, model again with their results, ... until the model answers
+        without calling a tool, or the agent's ``max_tool_rounds`` are spent (the last call
+        is then offered no tools)."""
+        agent, toolbox = this.node.agent, this.toolbox
+        assert agent is not None and toolbox is not None and this.request is not None
+        messages = list(this.request.messages)
+        tool_round = 0
+        while True:
+            offer = toolbox.offered() if tool_round < agent.max_tool_rounds else ()
+            this.request = replace(this.request, messages=messages, tools=offer)
+            calls = CallStream(run=run, node=this.node, round_=round_, coalescer=this.coalescer,
+                               window=settings.TOKEN_COALESCE_MS / 1000.0)
+            text_before = len(this.coalescer.text)
+            try:
+                await self._stream(run, this, calls)
+            finally:
+                calls.flush()
+            self._count_call(this)
+            if not calls.calls:
+                return
+            await this.coalescer.drain()
+            this.coalescer.check()
+            await calls.drain()
+            pending = calls.ordered()
+            messages.append({
+                "role": "assistant", "content": this.coalescer.text[text_before:],
+                "tool_calls": [{"id": c.call_id, "name": c.name, "arguments": c.arguments_text}
+                               for c in pending],
+            })
+            for call in pending:
+                await self._hold_if_paused(run, this)
+                outcome = await run_call(run, this.node, round_=round_, call=call,
+                                         toolbox=toolbox, allowed=bool(offer))
+                messages.append({"role": "tool", "tool_call_id": call.call_id,
+                                 "content": outcome.for_model()})
+            if not offer:
+                return
+            tool_round += 1
+
+    def _count_call(self, this: _Round) -> None:
+        """Add a finished model call's usage to the round's (the next call starts at 0)."""
+        assert this.request is not None
+        usage = this.usage or Usage(input_tokens=count_input_tokens(this.request),
+                                    output_tokens=this.streamed, estimated=True)
+        this.used_input += usage.input_tokens
+        this.used_output += usage.output_tokens
+        this.estimated = this.estimated or usage.estimated
+        this.usage = None
+        this.streamed = 0
 
     async def _hold_if_paused(self, run: RunContext, this: _Round) -> None:
         """Pause at a chunk boundary: what was streamed is stored, the chunk waits."""
@@ -162,20 +249,23 @@ class AgentExecutor:
         if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
             this.last_usage = now
             await this.coalescer.drain()
-            used_in = count_input_tokens(this.request)
+            used_in = this.used_input + count_input_tokens(this.request)
+            used_out = this.used_output + this.streamed
             model = this.request.model
             await run.store.usage_progress(
                 session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
-                model=model, input_tokens=used_in, output_tokens=this.streamed,
-                cost_usd=cost_usd(model=model, input_tokens=used_in, output_tokens=this.streamed),
+                model=model, input_tokens=used_in, output_tokens=used_out,
+                cost_usd=cost_usd(model=model, input_tokens=used_in, output_tokens=used_out),
             )
 
     async def _complete(self, run: RunContext, this: _Round, round_: int) -> None:
         """Node done (every chunk stored: the log's text is the whole answer)."""
         node, request = this.node, this.request
         assert node.agent is not None and request is not None and this.message_id is not None
-        usage = this.usage or Usage(input_tokens=count_input_tokens(request),
-                                    output_tokens=this.streamed, estimated=True)
+        if this.toolbox is None:
+            self._count_call(this)
+        usage = Usage(input_tokens=this.used_input, output_tokens=this.used_output,
+                      estimated=this.estimated)
         final_text = this.coalescer.text
         await run.store.node_complete(
             session_id=run.session_id, node_id=node.id, agent_id=node.agent.id, round=round_,

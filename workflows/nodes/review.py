@@ -82,26 +82,36 @@ class ReviewExecutor:
         return run.status[reviewed.id] == NodeStatus.COMPLETED
 
     async def _decision(self, run: RunContext, node: NodeSpec, round_: int) -> tuple[str, str, Any]:
-        """Wait for a human (woken by the review control message, polled every second);
-        apply the default decision once the deadline passed while the session runs."""
-        while True:
-            run.review_wake.clear()
-            review = await run.store.review_state(
-                session_id=run.session_id, node_id=node.id, round=round_
-            )
-            if review is None or review.status == ReviewStatus.CANCELLED:
-                run.stop()  # the session was stopped; the control message may be late
-                raise asyncio.CancelledError
-            if review.status in (ReviewStatus.DECIDED, ReviewStatus.TIMED_OUT):
-                return review.decision, review.comment, review.decided_at
-            wait = POLL_SECONDS
-            if review.deadline is not None and run.running.is_set():
-                left = (review.deadline - timezone.now()).total_seconds()
-                if left <= 0 and await run.store.review_decide_default(
-                    session_id=run.session_id, node_id=node.id,
-                    decision=node.options.get("default_decision", ReviewDecision.APPROVE),
-                ):
-                    continue
-                wait = max(0.05, min(wait, left)) if left > 0 else wait
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.review_wake.wait(), timeout=wait)
+        return await await_decision(
+            run, node_id=node.id, round_=round_,
+            default=node.options.get("default_decision", ReviewDecision.APPROVE),
+        )
+
+
+async def await_decision(
+    run: RunContext, *, node_id: str, round_: int, default: str, call_id: str = ""
+) -> tuple[str, str, Any]:
+    """Wait for a human (woken by the review control message, polled every second); apply
+    ``default`` once the deadline passed while the session runs. The same wait serves a
+    review node's round and a tool call's approval (``call_id``)."""
+    while True:
+        run.review_wake.clear()
+        review = await run.store.review_state(
+            session_id=run.session_id, node_id=node_id, round=round_, call_id=call_id
+        )
+        if review is None or review.status == ReviewStatus.CANCELLED:
+            run.stop()  # the session was stopped; the control message may be late
+            raise asyncio.CancelledError
+        if review.status in (ReviewStatus.DECIDED, ReviewStatus.TIMED_OUT):
+            return review.decision, review.comment, review.decided_at
+        wait = POLL_SECONDS
+        if review.deadline is not None and run.running.is_set():
+            left = (review.deadline - timezone.now()).total_seconds()
+            if left <= 0 and await run.store.review_decide_default(
+                session_id=run.session_id, node_id=node_id, decision=default,
+                call_id=call_id or None,
+            ):
+                continue
+            wait = max(0.05, min(wait, left)) if left > 0 else wait
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.review_wake.wait(), timeout=wait)

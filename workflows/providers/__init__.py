@@ -16,6 +16,7 @@ from workflows.providers.base import (
     CompletionRequest,
     Provider,
     ProviderError,
+    ToolCallDelta,
     Usage,
 )
 from workflows.providers.openai_compat import OpenAICompatProvider
@@ -28,6 +29,7 @@ __all__ = [
     "CompletionRequest",
     "Provider",
     "ProviderError",
+    "ToolCallDelta",
     "Usage",
     "effective_model",
     "effective_provider_name",

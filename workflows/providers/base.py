@@ -23,6 +23,16 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call the model is making: the first piece of call ``index`` names
+    the tool; later pieces add to its arguments (JSON text, streamed in fragments)."""
+
+    index: int
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Usage:
     input_tokens: int
     output_tokens: int
@@ -34,10 +44,14 @@ class Usage:
 class CompletionRequest:
     model: str
     system: str
-    messages: list[dict[str, str]]
+    # Chat messages; besides user/assistant text, an assistant turn may carry ``tool_calls``
+    # ([{"id", "name", "arguments"}]) and a ``tool`` turn answers one (``tool_call_id``).
+    messages: list[dict[str, Any]]
     options: dict[str, Any] = field(default_factory=dict)
     node_id: str = ""
     agent_id: str = ""
+    # Tools the model may call now: [{"name", "description", "parameters"}] (JSON schema).
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 class ProviderError(Exception):
@@ -51,14 +65,14 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    """``stream`` is an async generator: Chunks, then exactly one Usage last.
+    """``stream`` is an async generator: Chunks and ToolCallDeltas, then exactly one Usage.
 
     Cancelling the consuming task must stop it promptly and release any connection.
     """
 
     name: str
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | Usage]: ...
+    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | ToolCallDelta | Usage]: ...
 
 
 def word_count(text: str) -> int:
@@ -66,6 +80,10 @@ def word_count(text: str) -> int:
 
 
 def input_tokens(request: CompletionRequest) -> int:
-    return word_count(request.system) + sum(
-        word_count(message.get("content") or "") for message in request.messages
-    )
+    """Words of the system prompt and of every message, tool calls' arguments included."""
+    total = word_count(request.system)
+    for message in request.messages:
+        total += word_count(message.get("content") or "")
+        for call in message.get("tool_calls") or ():
+            total += word_count(call.get("arguments") or "")
+    return total

@@ -11,7 +11,10 @@ Answer text comes from ``delta.content``; DeepSeek-style ``delta.reasoning_conte
 streamed as thinking chunks. Usage comes from the final chunk (requested with
 ``stream_options.include_usage``); if the server sends none, it is estimated with the word
 rule of ``workflows.providers.base`` and the Usage is marked ``estimated=True``. Each
-yielded Chunk is one server delta, not one word. Options used: ``max_tokens`` and
+yielded Chunk is one server delta, not one word. Tools offered (``request.tools``) are sent
+as ``tools``; the model's ``delta.tool_calls`` are yielded as ToolCallDeltas, and the
+tool calls and results of earlier turns go back as assistant ``tool_calls`` and ``tool``
+messages. Options used: ``max_tokens`` and
 ``temperature``; the scripted-only options are ignored.
 
 Retry policy: the SDK's own retries are off (``max_retries=0``) so the policy lives here.
@@ -41,6 +44,7 @@ from workflows.providers.base import (
     Chunk,
     CompletionRequest,
     ProviderError,
+    ToolCallDelta,
     Usage,
     input_tokens,
     word_count,
@@ -111,17 +115,41 @@ def to_provider_error(exc: Exception, *, streamed: bool) -> ProviderError:
     return ProviderError(message, retryable=retryable and not streamed)
 
 
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """One of our chat messages in the chat-completions shape (tool calls and results too)."""
+    if message.get("tool_calls"):
+        return {
+            "role": "assistant",
+            "content": message.get("content") or None,
+            "tool_calls": [
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}
+                for call in message["tool_calls"]
+            ],
+        }
+    if message["role"] == "tool":
+        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
+    return {"role": message["role"], "content": message["content"]}
+
+
 def _request_kwargs(request: CompletionRequest, model: str) -> dict[str, Any]:
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
-    messages.extend({"role": m["role"], "content": m["content"]} for m in request.messages)
+    messages.extend(_message(m) for m in request.messages)
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if request.tools:
+        kwargs["tools"] = [
+            {"type": "function", "function": {
+                "name": tool["name"], "description": tool["description"],
+                "parameters": tool["parameters"]}}
+            for tool in request.tools
+        ]
     if request.options.get("max_tokens"):
         kwargs["max_tokens"] = int(request.options["max_tokens"])
     if request.options.get("temperature") is not None:
@@ -129,8 +157,8 @@ def _request_kwargs(request: CompletionRequest, model: str) -> dict[str, Any]:
     return kwargs
 
 
-def _pieces(chunk: Any) -> list[Chunk]:
-    pieces: list[Chunk] = []
+def _pieces(chunk: Any) -> list[Chunk | ToolCallDelta]:
+    pieces: list[Chunk | ToolCallDelta] = []
     for choice in chunk.choices or ():
         delta = choice.delta
         if delta is None:
@@ -142,6 +170,13 @@ def _pieces(chunk: Any) -> list[Chunk]:
             pieces.append(Chunk(reasoning, True))
         if delta.content:
             pieces.append(Chunk(delta.content, False))
+        for call in delta.tool_calls or ():
+            function = call.function
+            pieces.append(ToolCallDelta(
+                index=call.index,
+                name=(function.name if function is not None else None) or None,
+                arguments=(function.arguments if function is not None else None) or "",
+            ))
     return pieces
 
 
@@ -159,7 +194,7 @@ class OpenAICompatProvider:
             max_retries=0,
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | Usage]:
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | ToolCallDelta | Usage]:
         model = effective_model(request.model)
         max_retries = max(0, int(settings.LLM_MAX_RETRIES))
         kwargs = _request_kwargs(request, model)
@@ -179,7 +214,9 @@ class OpenAICompatProvider:
                                     output_tokens=chunk.usage.completion_tokens or 0,
                                 )
                             for piece in _pieces(chunk):
-                                streamed_text.append(piece.text)
+                                streamed_text.append(
+                                    piece.text if isinstance(piece, Chunk) else piece.arguments
+                                )
                                 yield piece
                     finally:
                         await response.close()

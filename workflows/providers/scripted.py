@@ -19,6 +19,20 @@ not counted), ``fail`` (raise
 ``ProviderError("scripted failure")`` before the first chunk) and ``fail_after_tokens``
 (raise after that many chunks, if the stream is that long).
 
+Tools (the documented deterministic rule, so demos and tests show tool use without a key):
+when the request offers tools and the conversation holds fewer than
+``options.scripted_tool_rounds`` (default 1) earlier tool-calling turns, the model does not
+answer yet: it streams its thinking, one lead-in sentence ("I will check this with
+calculator and current_time."), then calls tools. Which calls: ``options.scripted_tool_calls``
+if given (a list of ``{name, arguments}``, arguments as an object or as raw text, sent as
+is: that is how tests make a model name an unknown tool or send broken JSON), else every
+offered tool once, in the order offered, with arguments built from its JSON schema: each
+required property takes its first ``examples`` entry, else its ``default``, else by type a
+topic phrase of the conversation (string), 2 (integer), 2.5 (number), true, [] or {}.
+Each call streams as one ToolCallDelta naming the tool, then its JSON arguments in three
+pieces. Once results are in the conversation the model answers as usual, opening with
+"The <tool> tool returned <first 80 characters>." for the first result it got.
+
 Pace: ``settings.SCRIPTED_TOKENS_PER_SECOND`` read when the stream starts; token *i*
 (0-based) is released at ``start + (i + 1) / rate``, so N tokens take N / rate seconds. A
 rate <= 0 streams as fast as possible but still yields to the event loop after every token.
@@ -32,10 +46,19 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from django.conf import settings
 
-from workflows.providers.base import Chunk, CompletionRequest, ProviderError, Usage, input_tokens
+from workflows.providers.base import (
+    Chunk,
+    CompletionRequest,
+    ProviderError,
+    ToolCallDelta,
+    Usage,
+    input_tokens,
+    word_count,
+)
 from workflows.vocabulary import ProviderName
 
 _THINKING = (
@@ -162,25 +185,87 @@ def script(request: CompletionRequest) -> tuple[list[str], list[str]]:
     return thinking, answer
 
 
+def _example(prop: dict[str, Any], topics: list[str]) -> Any:
+    if prop.get("examples"):
+        return prop["examples"][0]
+    if "default" in prop:
+        return prop["default"]
+    kind = prop.get("type")
+    return {"string": topics[0], "integer": 2, "number": 2.5, "boolean": True, "array": [],
+            "object": {}}.get(kind if isinstance(kind, str) else "string")
+
+
+def tool_calls(request: CompletionRequest) -> list[tuple[str, str]]:
+    """The (tool name, JSON arguments text) the scripted model calls now; [] = it answers."""
+    if not request.tools:
+        return []
+    done = sum(1 for message in request.messages if message.get("tool_calls"))
+    if done >= int(request.options.get("scripted_tool_rounds", 1)):
+        return []
+    given = request.options.get("scripted_tool_calls")
+    if given:
+        return [
+            (call["name"], call["arguments"] if isinstance(call["arguments"], str)
+             else json.dumps(call["arguments"]))
+            for call in given
+        ]
+    topics = _topics(request)
+    calls = []
+    for tool in request.tools:
+        schema = tool.get("parameters") or {}
+        props = schema.get("properties") or {}
+        arguments = {name: _example(props.get(name) or {}, topics) for name in schema.get("required") or ()}
+        calls.append((tool["name"], json.dumps(arguments)))
+    return calls
+
+
+def _first_result(request: CompletionRequest) -> str:
+    names = {call["id"]: call["name"] for m in request.messages for call in m.get("tool_calls") or ()}
+    for message in request.messages:
+        if message.get("role") == "tool":
+            text = " ".join(str(message.get("content") or "").split())[:80]
+            return f"The {names.get(message.get('tool_call_id'), 'tool')} tool returned {text}. "
+    return ""
+
+
+def _pieces(text: str, count: int = 3) -> list[str]:
+    size = max(1, -(-len(text) // count))
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
 class ScriptedProvider:
     name = ProviderName.SCRIPTED
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | Usage]:
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk | ToolCallDelta | Usage]:
         options = request.options
         if options.get("fail"):
             raise ProviderError("scripted failure", retryable=False)
         fail_after = options.get("fail_after_tokens")
         thinking, answer = script(request)
-        chunks = [Chunk(text, True) for text in thinking] + [Chunk(text, False) for text in answer]
+        items: list[Chunk | ToolCallDelta] = [Chunk(text, True) for text in thinking]
+        calls = tool_calls(request)
+        output = len(thinking)
+        if calls:
+            names = " and ".join(dict.fromkeys(name for name, _ in calls))
+            lead = _tokens(f"I will check this with {names}. ")
+            items += [Chunk(text, False) for text in lead]
+            for index, (name, arguments) in enumerate(calls):
+                items.append(ToolCallDelta(index=index, name=name))
+                items += [ToolCallDelta(index=index, arguments=p) for p in _pieces(arguments)]
+            output += len(lead) + sum(word_count(arguments) for _, arguments in calls)
+        else:
+            opening = _tokens(_first_result(request))
+            items += [Chunk(text, False) for text in opening + answer]
+            output += len(opening) + len(answer)
         rate = float(settings.SCRIPTED_TOKENS_PER_SECOND)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for index, chunk in enumerate(chunks):
+        for index, item in enumerate(items):
             if fail_after is not None and index >= fail_after:
                 raise ProviderError(f"scripted failure after {fail_after} tokens", retryable=False)
             if rate > 0:
                 await asyncio.sleep(max(0.0, start + (index + 1) / rate - loop.time()))
             else:
                 await asyncio.sleep(0)
-            yield chunk
-        yield Usage(input_tokens=input_tokens(request), output_tokens=len(chunks))
+            yield item
+        yield Usage(input_tokens=input_tokens(request), output_tokens=output)
