@@ -63,7 +63,8 @@ def _evaluate(node: ast.AST) -> int | float:
 
 @builtin_tool
 def calculator(
-    expression: Annotated[str, Field(description="Arithmetic, e.g. (12.5 * 4) / 3 + sqrt(2)")],
+    expression: Annotated[str, Field(description="Arithmetic, e.g. (12.5 * 4) / 3 + sqrt(2)",
+                                     examples=["(109 * 12) * 0.85"])],
 ) -> str:
     """Evaluate an arithmetic expression exactly as written: numbers, + - * / // % **,
     parentheses, sqrt, abs, round, min, max, pi and e."""
@@ -99,7 +100,8 @@ def current_time(
 @builtin_tool
 async def transcript_search(
     context: ToolContext,
-    query: Annotated[str, Field(min_length=1, max_length=200, description="Words to look for")],
+    query: Annotated[str, Field(min_length=1, max_length=200, description="Words to look for",
+                                examples=["calculator"])],
     limit: Annotated[int, Field(ge=1, le=20)] = 5,
 ) -> str:
     """Search this meeting's transcript (agents' answers and participants' messages) for

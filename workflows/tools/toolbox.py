@@ -79,8 +79,9 @@ class Toolbox:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Shielded: a stop must not cut the servers' shutdown (that would leave processes).
-        await asyncio.shield(self._stack.aclose())
+        # In the task that opened them (anyio's cancel scopes require it); the SDK's stdio
+        # shutdown shields itself, so a stop does not cut it and leave a process behind.
+        await self._stack.aclose()
 
     async def _open(self) -> None:
         servers: dict[str, McpServer] = {}
