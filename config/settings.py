@@ -247,6 +247,9 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 # Several processes report together when PROMETHEUS_MULTIPROC_DIR is set in their
 # environment before they start (bin/prod does): see realtime/metrics.py.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
+# A scraper on the host reads a web process's own port over plain HTTP; with DEBUG=0 it would
+# be redirected to HTTPS. Access is still staff or the allow-list.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 for _network in METRICS_ALLOWED_IPS:
     try:
         ipaddress.ip_network(_network, strict=False)
