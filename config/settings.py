@@ -7,6 +7,7 @@ the LLM_* variables to switch to PostgreSQL, channels-redis and a real provider.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -237,3 +238,22 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
 LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 60.0)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
+
+# --- operations (docs/operations.md) ---------------------------------------------------
+# /metrics (Prometheus) is served to active staff users and to clients whose own address
+# (REMOTE_ADDR, never a forwarded header) is in these addresses or networks, e.g.
+# "127.0.0.1,::1" or "10.0.0.0/8". Empty by default: behind a reverse proxy on the same host
+# every request comes from 127.0.0.1, so allowing it by default would serve everyone.
+# Several processes report together when PROMETHEUS_MULTIPROC_DIR is set in their
+# environment before they start (bin/prod does): see realtime/metrics.py.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
+# A scraper on the host reads a web process's own port over plain HTTP; with DEBUG=0 it would
+# be redirected to HTTPS. Access is still staff or the allow-list.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_network!r} is not an IP address or network"
+        ) from _error

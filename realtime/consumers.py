@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime import protocol
+from realtime import metrics, protocol
 from realtime.auth import current_user
 from realtime.channels_glue import OneCoroutineConsumer
 from realtime.hub import get_hub
@@ -107,6 +107,10 @@ class SessionConsumer(OneCoroutineConsumer):
     counted_user: str | None = None
     _rechecking: asyncio.Task[None] | None = None
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        with metrics.open_socket():  # counted until the coroutine ends, however it ends
+            await super().__call__(scope, receive, send)
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.session_id = str(self.scope["url_route"]["kwargs"]["session_id"])
@@ -179,6 +183,7 @@ class SessionConsumer(OneCoroutineConsumer):
         """Close without ever raising: a consumer that dies in close() never runs disconnect(),
         leaving its viewer attached and its socket counted. A code the server refuses (1009
         under daphne) is replaced by its documented application-range twin."""
+        metrics.socket_closed(code)
         for attempt in (code, protocol.CLOSE_CODE_FALLBACK.get(code)):
             if attempt is None:
                 return

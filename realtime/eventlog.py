@@ -27,7 +27,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F
 
-from realtime import protocol
+from realtime import metrics, protocol
 from realtime.models import SessionEvent, SessionLog
 from realtime.timestamps import iso_ms, utc_now
 
@@ -153,6 +153,7 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
     rows: list[tuple[Any, ...]] = []
     adapt_time = connection.ops.adapt_datetimefield_value
     pk = SessionLog._meta.pk
+    stored: list[list[PendingEvent]] = []
     with transaction.atomic(), connection.cursor() as cursor:
         for (session_id, fence), items in _groups(batch).items():
             n = len(items)
@@ -160,6 +161,7 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
             if last is None:
                 _refused(session_id, fence, n)
                 continue
+            stored.append(items)
             db_session = pk.get_db_prep_value(uuid.UUID(session_id), connection)
             seq = last - n
             for item in items:
@@ -179,7 +181,16 @@ def store_events(batch: list[PendingEvent]) -> list[StoredFrame]:
                 )
         if rows:
             _insert_rows(cursor, rows)
+            _count_on_commit(stored)
     return frames
+
+
+def _count_on_commit(stored: list[list[PendingEvent]]) -> None:
+    """Count the batch as published when it commits (a sync caller's transaction may still
+    roll back), once per batch."""
+    transaction.on_commit(
+        lambda: metrics.events_published(item.event for items in stored for item in items)
+    )
 
 
 def _refused(session_id: str, fence: int | None, n: int) -> None:
@@ -227,6 +238,7 @@ def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
     """Portable path (databases other than SQLite and PostgreSQL)."""
     frames: list[StoredFrame] = []
     rows: list[SessionEvent] = []
+    stored: list[list[PendingEvent]] = []
     with transaction.atomic():
         for (session_id, fence), items in _groups(batch).items():
             n = len(items)
@@ -236,6 +248,7 @@ def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
             if not log_row.update(last_seq=F("last_seq") + n):
                 _refused(session_id, fence, n)
                 continue
+            stored.append(items)
             last = SessionLog.objects.filter(pk=session_id).values_list("last_seq", flat=True).get()
             for offset, item in enumerate(items):
                 seq = last - n + 1 + offset
@@ -256,6 +269,7 @@ def _store_events_orm(batch: list[PendingEvent]) -> list[StoredFrame]:
                     )
                 )
         SessionEvent.objects.bulk_create(rows, batch_size=500)
+        _count_on_commit(stored)
     return frames
 
 

@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import groups
+from realtime import groups, metrics
 from realtime.eventlog import head_seqs, read_frames
 from realtime.layer import per_loop, receive_forever
 from realtime.presence import PRESENCE_REFRESH_SECONDS, Presence
@@ -104,7 +104,9 @@ class Hub:
             await self.layer.group_add(groups.session_group(viewer.session_id), self.channel)
             subs = self.sessions.setdefault(viewer.session_id, _Subscription())
             self.presence.track(viewer.session_id)
-        subs.viewers.add(viewer)
+        if viewer not in subs.viewers:
+            subs.viewers.add(viewer)
+            metrics.VIEWERS.inc()
 
     async def activate(self, viewer: Viewer, *, last_seq: int, initial: list[str]) -> None:
         missing: list[tuple[int, str]] = []
@@ -116,6 +118,7 @@ class Hub:
 
     def _fill_viewer(self, viewer: Viewer) -> None:
         async def fill() -> None:
+            metrics.gap_refilled(metrics.GapSource.VIEWER)
             try:
                 first = viewer.buffered[0][0] if viewer.buffered else viewer.last_seq + 1
                 viewer.refill(await _read_missing(viewer.session_id, viewer.last_seq, first - 1))
@@ -133,6 +136,7 @@ class Hub:
         if subs is None or viewer not in subs.viewers:
             return
         subs.viewers.discard(viewer)
+        metrics.VIEWERS.dec()
         if not subs.viewers:
             del self.sessions[viewer.session_id]
             try:
@@ -168,6 +172,7 @@ class Hub:
             return
         frames = [(int(seq), text) for seq, text in message["frames"]]
         if subs.head is not None and frames and frames[0][0] > subs.head + 1:
+            metrics.gap_refilled(metrics.GapSource.LAYER)
             frames = await _read_missing(session_id, subs.head, frames[0][0] - 1) + frames
         self._deliver(subs, frames)
 
@@ -267,6 +272,7 @@ class Hub:
         for sid in quiet:
             subs = self.sessions.get(sid)
             if subs is not None and subs.head is not None and heads.get(sid, 0) > subs.head:
+                metrics.gap_refilled(metrics.GapSource.TAIL)
                 self._deliver(subs, await _read_missing(sid, subs.head, None))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import protocol
+from realtime import metrics, protocol
 from realtime.eventlog import head_seq, read_envelopes, read_frames
 from realtime.rooms import get_backend
 from realtime.state import fold
@@ -74,10 +74,13 @@ def initial_frames(
         if last_seq <= head and head - last_seq <= settings.REPLAY_MAX_EVENTS:
             frames = read_frames(session_id, after=last_seq)
             if all(seq == last_seq + i + 1 for i, (seq, _) in enumerate(frames)):
+                metrics.connection_started(replay=True)
                 return (frames[-1][0] if frames else last_seq), [text for _, text in frames]
+        metrics.connection_started(replay=False, resync=True)
         return _snapshot_frames(
             session_id=session_id, can_control=can_control, presence=presence, resync=True
         )
+    metrics.connection_started(replay=False)
     return _snapshot_frames(
         session_id=session_id, can_control=can_control, presence=presence, resync=False
     )

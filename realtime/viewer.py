@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import protocol
+from realtime import metrics, protocol
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +213,14 @@ class Viewer:
                 self.allowance = 0  # the catch-up (if any) has left the buffer
                 if len(items) == 1:
                     await self._send({"type": "websocket.send", "text": items[0]})
+                    metrics.frames_sent(events=1, messages=1)
                     continue
                 head, tail = protocol.batch_parts(self.session_id)
-                for chunk in _batches(items):
+                chunks = _batches(items)
+                for chunk in chunks:
                     text = chunk[0] if len(chunk) == 1 else head + ",".join(chunk) + tail
                     await self._send({"type": "websocket.send", "text": text})
+                metrics.frames_sent(events=len(items), messages=len(chunks))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from realtime.publisher import publish_sync
 from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus
 from sessions_app.models import HumanReview, Message, MessageKind, NodeState, Session, TokenUsage
+from sessions_app.services import observed
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.receipts import idempotent
@@ -143,6 +144,10 @@ def node_complete(
     )
     publish_usage(session=session, node_id=node_id, agent_id=agent_id, model=model, final=True)
     node_state_event(session.pk, node)
+    observed.node_ended(
+        node=node, message_id=message_id, model=model, input_tokens=input_tokens,
+        output_tokens=output_tokens, cost_usd=cost_usd,
+    )
 
 
 @idempotent
@@ -166,6 +171,7 @@ def node_fail(
         data={"node_id": node_id, "error": error, "code": code},
     )
     node_state_event(session.pk, node, error=error)
+    observed.node_ended(node=node, message_id=message_id)
 
 
 @idempotent

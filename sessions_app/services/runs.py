@@ -24,6 +24,7 @@ from realtime.vocabulary import (
     SessionStatus,
 )
 from sessions_app.models import HumanReview, Message, MessageKind, Session
+from sessions_app.services import observed
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import recount_nodes
@@ -60,6 +61,7 @@ def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
         )
     else:
         interrupted = _settle_interrupted(session)
+        observed.run_taken_over()  # only a runner continuing another's run finds it begun
     nodes = list(session.node_states.all())
     return RunStart(
         status=session.status,
@@ -171,6 +173,7 @@ def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
     """End the run: completed when every node completed, failed otherwise (a stopped session
     stays stopped). Totals are recomputed from the usage rows so they always equal their sum."""
     session = lock_run(session_id, fence)
+    ending = bool(session.lease_owner)  # a second call (the runner crashed after) finds none
     forget_receipts(session_id=session_id)
     session.run_requested = False
     session.lease_owner = ""
@@ -204,4 +207,6 @@ def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
             )
         fields += ["status", "error", "finished_at"]
     session.save(update_fields=fields)
+    if ending:
+        observed.run_ended(session)
     return session.status

@@ -115,3 +115,25 @@ async def test_lifespan_shutdown_stops_the_embedded_executor(settings):
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert executor is not None and executor.stopping
     assert loop not in embedded_executor.instances
+
+
+def test_metrics_allow_list_is_read_and_checked(tmp_path):
+    code = ("import os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings';"
+            "from django.conf import settings as s; print(s.METRICS_ALLOWED_IPS)")
+    assert run_python(code, VAR_DIR=str(tmp_path), METRICS_ALLOWED_IPS="").stdout.strip() == "[]"
+    listed = run_python(code, VAR_DIR=str(tmp_path), METRICS_ALLOWED_IPS="127.0.0.1, 10.0.0.0/8")
+    assert listed.stdout.strip() == "['127.0.0.1', '10.0.0.0/8']"
+    bad = run_python(code, VAR_DIR=str(tmp_path), METRICS_ALLOWED_IPS="127.0.0.1,localhost")
+    assert bad.returncode != 0
+    assert "METRICS_ALLOWED_IPS: 'localhost' is not an IP address or network" in bad.stderr
+
+
+def test_a_local_scraper_reads_metrics_over_http_with_debug_off(tmp_path):
+    """As docs/operations.md sets up a bin/prod deployment: no redirect to HTTPS for /metrics."""
+    code = ("import os, django; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup();"
+            "from django.test import Client; c = Client(REMOTE_ADDR='127.0.0.1', HTTP_HOST='127.0.0.1:8001');"
+            "print(c.get('/metrics').status_code, c.get('/sessions/').status_code,"
+            " Client(REMOTE_ADDR='192.0.2.9', HTTP_HOST='127.0.0.1:8001').get('/metrics').status_code)")
+    result = run_python(code, DEBUG="0", SECRET_KEY="x" * 50, VAR_DIR=str(tmp_path),
+                        ALLOWED_HOSTS="meet.example.com,127.0.0.1", METRICS_ALLOWED_IPS="127.0.0.1")
+    assert result.stdout.split() == ["200", "301", "403"], result.stderr
