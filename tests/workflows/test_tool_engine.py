@@ -3,15 +3,19 @@ fields, the rows, approval, and the faults the model or a tool can cause."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import ToolCall
 from tests.workflows.helpers import (
     agent_messages,
+    agent_node,
     assert_gap_free,
     command,
     create_session,
@@ -19,11 +23,15 @@ from tests.workflows.helpers import (
     folded,
     install_workflows,
     is_event,
+    usage_sums,
     wait_event,
     wait_finished,
+    workflow,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+FAULT_SERVER = Path(__file__).with_name("mcp_fault_server.py")
 
 
 @pytest.fixture
@@ -76,3 +84,184 @@ async def test_tool_desk_runs_every_call_live_with_approval(desk, executor, owne
     assert numbers.text.startswith("I will check this with calculator and current_time.")
     assert "The calculator tool returned 1111.8." in numbers.text
     assert state["messages"][0]["text"] == numbers.text
+
+
+# ----------------------------------------------------------------------------- faults
+
+def tool_workflow(slug: str, *, tools: list[Any], calls: list[dict[str, Any]] | None = None,
+                  servers: dict[str, Any] | None = None, **agent: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {"thinking": False, "max_tokens": 12}
+    if calls is not None:
+        options["scripted_tool_calls"] = calls
+    definition = workflow(slug, agent_node("work", **options))
+    definition["agents"]["work"].update(tools=tools, **agent)
+    if servers:
+        definition["mcp_servers"] = servers
+    return definition
+
+
+def fault_server(pid_file: Any) -> dict[str, Any]:
+    return {"command": "python", "args": [str(FAULT_SERVER)], "env": {"MCP_PID_FILE": str(pid_file)},
+            "startup_timeout": 20}
+
+
+async def run_to_end(owner: Any, slug: str, timeout: float = 40) -> tuple[str, list[dict[str, Any]]]:
+    sid = await create_session(owner, slug)
+    assert await command(sid, owner, "start_session") is None
+    await wait_finished(sid, timeout=timeout)
+    return sid, await events(sid)
+
+
+def results_by_tool(log: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    names = {e["data"]["call_id"]: e["data"]["tool"] for e in of(log, "tool_call_start")}
+    return [(names[e["data"]["call_id"]], e["data"]["status"], e["data"]["error"])
+            for e in of(log, "tool_call_result")]
+
+
+def assert_reaped(pid_file: Any) -> None:
+    pids = [int(line) for line in pid_file.read_text().split()]
+    assert pids, "the MCP server never started"
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, (
+            f"MCP server {pid} outlived its node")
+
+
+async def test_what_a_model_gets_wrong_ends_the_call_with_an_error_it_reads(desk, executor, owner, tmp_path):
+    install_workflows(desk, tmp_path, tool_workflow("wrong", tools=["calculator"], calls=[
+        {"name": "nope", "arguments": {}},
+        {"name": "calculator", "arguments": "{not json"},
+        {"name": "calculator", "arguments": {"expression": 5}},
+        {"name": "calculator", "arguments": {"expression": "1/0"}},
+        {"name": "calculator", "arguments": {"expression": "__import__('os').system('true')"}},
+        {"name": "calculator", "arguments": {"expression": "6*7"}},
+    ]))
+    sid, log = await run_to_end(owner, "wrong")
+    assert of(log, "execution:completed"), "a tool error must not fail the node"
+    outcome = results_by_tool(log)
+    assert [status for _, status, _ in outcome] == ["failed"] * 5 + ["succeeded"]
+    errors = [error for _, _, error in outcome]
+    assert errors[0].startswith("unknown tool 'nope' (available: calculator)")
+    assert errors[1].startswith("arguments are not valid JSON")
+    assert errors[2] == "arguments do not match the schema: expression: Input should be a valid string"
+    assert errors[3] == "division by zero"
+    assert errors[4].startswith("not allowed in an expression")
+    assert of(log, "tool_call_result")[-1]["data"]["result"] == "42"
+    message = (await agent_messages(sid))[0]
+    assert "The nope tool returned error: unknown tool 'nope'" in message.text  # the model read it
+
+
+async def test_mcp_server_faults_fail_the_call_and_every_process_is_reaped(desk, executor, owner, tmp_path):
+    pids = tmp_path / "pids"
+    pids.write_text("")
+    install_workflows(desk, tmp_path, tool_workflow(
+        "faulty",
+        tools=[{"mcp": "faults", "only": ["hang"], "timeout": 1},
+               {"mcp": "faults", "only": ["big"], "max_result_chars": 100},
+               {"mcp": "faults", "only": ["fail", "echo", "die"]},
+               {"mcp": "broken", "only": ["anything"]}],
+        servers={"faults": fault_server(pids),
+                 "broken": {"command": "python", "args": ["-c", "import sys; sys.stderr.write('no config here'); sys.exit(2)"]}},
+        calls=[{"name": "hang", "arguments": {"seconds": 30}},
+               {"name": "big", "arguments": {}},
+               {"name": "fail", "arguments": {}},
+               {"name": "echo", "arguments": {}},
+               {"name": "echo", "arguments": {"text": "still there"}},
+               {"name": "die", "arguments": {}},
+               {"name": "echo", "arguments": {"text": "after the exit"}},
+               {"name": "anything", "arguments": {}}],
+    ))
+    _, log = await run_to_end(owner, "faulty", timeout=60)
+    assert of(log, "execution:completed")
+    outcome = results_by_tool(log)
+    assert [(tool, status) for tool, status, _ in outcome] == [
+        ("hang", "failed"), ("big", "failed"), ("fail", "failed"), ("echo", "failed"),
+        ("echo", "succeeded"), ("die", "failed"), ("echo", "failed"), ("anything", "failed")]
+    errors = [error for _, _, error in outcome]
+    assert errors[0] == "timed out after 1 s"
+    assert errors[1] == "the result has 5000 characters, more than the cap of 100"
+    assert errors[2] == "Error executing tool fail"  # what the server chose to say
+    assert "arguments do not match the schema" in errors[3] and "'text' is a required property" in errors[3]
+    assert errors[5].startswith("MCP server 'faults' failed during the call")
+    assert errors[6] == errors[5]  # the server is gone: later calls fail at once, same reason
+    assert errors[7].startswith("MCP server 'broken' failed to start") and "no config here" in errors[7]
+    assert_reaped(pids)
+
+
+async def test_tool_rounds_are_capped_and_usage_sums_every_model_call(desk, executor, owner, tmp_path):
+    install_workflows(desk, tmp_path, tool_workflow("loopy", tools=["calculator"], max_tool_rounds=2))
+    desk_definition = tool_workflow("loopy", tools=["calculator"], max_tool_rounds=2)
+    desk_definition["nodes"][0]["options"]["scripted_tool_rounds"] = 10
+    install_workflows(desk, tmp_path, desk_definition)
+    sid, log = await run_to_end(owner, "loopy")
+    assert of(log, "execution:completed")
+    assert len(of(log, "tool_call_start")) == 2  # a model that always calls stops after 2 rounds
+    final = [e for e in of(log, "token_usage") if e["data"]["final"]][-1]["data"]
+    sums = await usage_sums(sid)
+    assert (final["input_tokens"], final["output_tokens"]) == (sums["i"], sums["o"])
+    # Three model calls: the third saw both rounds' calls and results, so input grew.
+    assert final["input_tokens"] > 3 * 20
+
+
+async def test_a_rejected_or_timed_out_approval_returns_denied_to_the_model(desk, executor, owner, tmp_path):
+    install_workflows(desk, tmp_path, tool_workflow(
+        "guarded", tools=[{"builtin": "calculator", "requires_approval": True, "approval_timeout": 1,
+                           "approval_default": "reject"}],
+        calls=[{"name": "calculator", "arguments": {"expression": "1+1"}},
+               {"name": "calculator", "arguments": {"expression": "2+2"}}]))
+    sid = await create_session(owner, "guarded")
+    assert await command(sid, owner, "start_session") is None
+    ask = await wait_event(sid, is_event("human_interaction_required"))
+    assert ask["data"]["arguments"] == '{"expression": "1+1"}'
+    # A watcher may not decide; a wrong call id is refused; a reject needs no comment.
+    assert await command(sid, owner, "submit_review", node_id="work", decision="reject",
+                         call_id="tc_missing") == "invalid_state"
+    assert await command(sid, owner, "submit_review", node_id="work", decision="reject",
+                         call_id=ask["data"]["tool_call_id"]) is None
+    assert await wait_finished(sid, timeout=30) == "completed"  # the second one times out
+    log = await events(sid)
+    outcome = results_by_tool(log)
+    assert outcome[0] == ("calculator", "denied", "denied by the reviewer")
+    assert outcome[1] == ("calculator", "denied",
+                          "denied by the reviewer: no decision before the timeout: default applied")
+    reviews = [e["data"] for e in of(log, "review_submitted")]
+    assert [(r["by"], r["timed_out"]) for r in reviews] == [("alice", False), (None, True)]
+    assert "denied by the reviewer" in (await agent_messages(sid))[0].text
+
+
+async def test_stop_cancels_a_running_tool_and_reaps_its_server(desk, executor, owner, tmp_path):
+    pids = tmp_path / "pids"
+    pids.write_text("")
+    install_workflows(desk, tmp_path, tool_workflow(
+        "stuck", tools=[{"mcp": "faults", "only": ["hang"], "timeout": 60}],
+        servers={"faults": fault_server(pids)}, calls=[{"name": "hang", "arguments": {"seconds": 50}}]))
+    sid = await create_session(owner, "stuck")
+    assert await command(sid, owner, "start_session") is None
+    await wait_event(sid, is_event("tool_call_end"), timeout=30)
+    assert await command(sid, owner, "stop_session") is None
+    assert await wait_finished(sid, timeout=15) == "stopped"
+    outcome = results_by_tool(await events(sid))
+    assert outcome == [("hang", "interrupted", "stopped: the session was stopped while the call ran")]
+    assert_reaped(pids)
+
+
+async def test_pause_holds_before_the_next_call(desk, executor, owner, tmp_path):
+    install_workflows(desk, tmp_path, tool_workflow(
+        "paced", tools=[{"builtin": "calculator", "requires_approval": True}],
+        calls=[{"name": "calculator", "arguments": {"expression": "1+1"}},
+               {"name": "calculator", "arguments": {"expression": "2+2"}}]))
+    sid = await create_session(owner, "paced")
+    assert await command(sid, owner, "start_session") is None
+    ask = await wait_event(sid, is_event("human_interaction_required"))
+    assert await command(sid, owner, "pause_session") is None
+    assert await command(sid, owner, "submit_review", node_id="work", decision="approve",
+                         call_id=ask["data"]["tool_call_id"]) is None
+    first = await wait_event(sid, is_event("tool_call_result"))
+    assert first["data"]["status"] == "succeeded"
+    await asyncio.sleep(0.5)
+    log = await events(sid)
+    assert len(of(log, "tool_call_end")) == 1, "a paused session started the next call"
+    assert await command(sid, owner, "resume_session") is None
+    second = await wait_event(sid, is_event("human_interaction_required"), after=ask["seq"])
+    assert await command(sid, owner, "submit_review", node_id="work", decision="approve",
+                         call_id=second["data"]["tool_call_id"]) is None
+    assert await wait_finished(sid) == "completed"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 
+from realtime import metrics
 from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
@@ -145,14 +146,20 @@ class AgentExecutor:
     ) -> None:
         """One model call: its text to the coalescer, its tool calls (if any) to ``calls``."""
         assert this.node.agent is not None and this.request is not None
-        stream = get_provider(this.node.agent.provider).stream(this.request)
+        provider = get_provider(this.node.agent.provider)
+        stream = provider.stream(this.request)
         this.usage = None
         this.streamed = 0
+        started = time.monotonic()
+        first: float | None = None
+        outcome = metrics.CallOutcome.ERROR
         try:
             async for item in stream:
                 if isinstance(item, Usage):
                     this.usage = item
                     continue
+                if first is None:
+                    first = time.monotonic() - started
                 await self._hold_if_paused(run, this)
                 if isinstance(item, ToolCallDelta):
                     if calls is not None:
@@ -162,11 +169,19 @@ class AgentExecutor:
                 this.coalescer.check()
                 this.streamed += 1
                 await self._checkpoint(run, this)
+            outcome = metrics.CallOutcome.OK
+        except asyncio.CancelledError:
+            outcome = metrics.CallOutcome.CANCELLED
+            raise
         finally:
             # Close the provider call now (HTTP stream, client), not when it is collected.
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
+            metrics.observe_model_call(
+                provider=str(provider.name), model=this.request.model,
+                seconds=time.monotonic() - started, first_token_seconds=first, outcome=outcome,
+            )
 
     async def _tool_loop(self, run: RunContext, this: _Round, round_: int) -> None:
         """Model, tools, model again with their results, ... until the model answers
