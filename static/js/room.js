@@ -56,7 +56,7 @@ function start() {
   views.push(
     createHeaderView(root, { onRetry: () => core.connection.retry(), loginUrl: config.login_url || "/accounts/login/" }),
     createWorkflowView(root, { onOpenReview: () => review.open() }),
-    createTranscriptView(root, { currentUser }),
+    createTranscriptView(root, { currentUser, onCommand: core.sendCommand }),
     createCostView(root),
     createControlsView(root, { onCommand: core.sendCommand, onOpenReview: () => review.open(), requestRender }),
     review,

@@ -83,7 +83,8 @@ export function createReviewView(root, { onCommand, requestRender }) {
     close,
     render({ state, meta, conn, now }) {
       connected = conn.state === STATES.CONNECTED;
-      const review = meta.canControl ? state.pending_review : null;
+      // A tool call's approval is answered on its card in the transcript, not in this dialog.
+      const review = meta.canControl && !state.pending_review?.tool_call_id ? state.pending_review : null;
       current = review;
       if (!review) {
         close();

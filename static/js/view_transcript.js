@@ -4,7 +4,10 @@
 
 import { h, setAttr, setText } from "./dom.js";
 import { agentColor, formatClock, initialOf, statusLabel } from "./format.js";
+import { STATES } from "./connection.js";
+import { callsOfMessage } from "./tool_store.js";
 import { MessageKind, NodeStatus } from "./vocabulary.js";
+import { createToolCard } from "./view_tool_calls.js";
 
 const NEAR_BOTTOM_PX = 80;
 
@@ -30,7 +33,44 @@ function updateStreamText(textNode, previous, next) {
   else textNode.data = next;
 }
 
-export function createTranscriptView(root, { currentUser = null } = {}) {
+/**
+ * A message's text with its tool calls: text up to the first call's offset, the call's card,
+ * text up to the next, ... and the rest. Cards are kept across renders; text streams into the
+ * last piece.
+ */
+function renderWithCalls(entry, msg, calls, context) {
+  const key = calls.map((c) => c.call_id).join(",");
+  if (entry.callsKey !== key) {
+    entry.callsKey = key;
+    entry.textEl.replaceChildren();
+    entry.pieces = [];
+    for (const call of calls) {
+      const piece = document.createTextNode("");
+      let card = entry.cards.get(call.call_id);
+      if (!card) {
+        card = createToolCard(call, context);
+        entry.cards.set(call.call_id, card);
+      }
+      entry.textEl.append(piece, card.el);
+      entry.pieces.push(piece);
+    }
+    const tail = document.createTextNode("");
+    entry.textEl.append(tail);
+    entry.pieces.push(tail);
+  }
+  const text = msg.text || "";
+  let from = 0;
+  calls.forEach((call, i) => {
+    const to = Math.max(from, Math.min(call.offset, text.length));
+    updateStreamText(entry.pieces[i], entry.pieces[i].data, text.slice(from, to));
+    entry.cards.get(call.call_id).update(call, context);
+    from = to;
+  });
+  const last = entry.pieces[entry.pieces.length - 1];
+  updateStreamText(last, last.data, text.slice(from));
+}
+
+export function createTranscriptView(root, { currentUser = null, onCommand = () => Promise.reject(new Error("offline")) } = {}) {
   const list = root.querySelector("#transcript");
   const scroller = root.querySelector("#transcript-scroll");
   const empty = root.querySelector("#transcript-empty");
@@ -64,6 +104,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
     const nameEl = h("span", { class: "msg-name" }, info.name);
     const whereEl = h("span", { class: "msg-where" }, info.where ? `· ${info.where}` : "");
     const endedEl = h("span", { class: "msg-ended", hidden: true });
+    const textEl = h("div", { class: "msg-text", "data-testid": "message-text" }, textNode);
     const el = h(
       "li",
       {
@@ -86,18 +127,19 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
           h("time", { class: "msg-time num", datetime: msg.started_at }, formatClock(msg.started_at)),
         ),
         details,
-        h("div", { class: "msg-text", "data-testid": "message-text" }, textNode),
+        textEl,
         h("span", { class: "caret", "aria-hidden": "true" }),
       ),
     );
     if (info.role) setAttr(nameEl, "title", info.role);
-    return { msg: null, el, textNode, thinkingNode, details, nameEl, whereEl, endedEl };
+    return { msg: null, el, textNode, textEl, thinkingNode, details, nameEl, whereEl, endedEl, cards: new Map(), callsKey: "", pieces: [] };
   }
 
-  function update(entry, msg) {
+  function update(entry, msg, calls, context) {
     const prev = entry.msg;
+    if (calls.length > 0) renderWithCalls(entry, msg, calls, context);
     if (prev === msg) return;
-    updateStreamText(entry.textNode, prev ? prev.text : "", msg.text || "");
+    if (calls.length === 0) updateStreamText(entry.textNode, prev ? prev.text : "", msg.text || "");
     updateStreamText(entry.thinkingNode, prev ? prev.thinking : "", msg.thinking || "");
     entry.details.hidden = !msg.thinking;
     setAttr(entry.el, "data-final", String(Boolean(msg.final)));
@@ -108,7 +150,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
   }
 
   return {
-    render({ state, meta }) {
+    render({ state, meta, conn }) {
       const key = meta.workflow ? JSON.stringify(meta.workflow.nodes?.map((n) => [n.id, n.title, n.agent?.id, n.agent?.name])) : null;
       const directoryChanged = key !== directoryKey;
       if (directoryChanged) {
@@ -117,6 +159,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
       }
       const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
       const messages = state.messages;
+      const context = { canControl: Boolean(meta.canControl), connected: conn?.state === STATES.CONNECTED, onCommand };
       const seen = new Set();
       let previousEl = null;
       let appended = false;
@@ -133,7 +176,7 @@ export function createTranscriptView(root, { currentUser = null } = {}) {
           setText(entry.whereEl, info.where ? `· ${info.where}` : "");
           entry.el.style.setProperty("--agent-color", info.color);
         }
-        update(entry, msg);
+        update(entry, msg, msg.kind === MessageKind.AGENT ? callsOfMessage(state, msg.key) : [], context);
         // An answer cut short by a failed or stopped node says so.
         const nodeStatus = msg.kind === MessageKind.AGENT ? state.nodes[msg.node_id]?.status : null;
         const cut = msg.final && (nodeStatus === NodeStatus.FAILED || nodeStatus === NodeStatus.STOPPED) && lastKeyOf(messages, msg.node_id) === msg.key;

@@ -28,6 +28,8 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
+from workflows.store import get_store
+from workflows.worker import Executor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -265,3 +267,38 @@ async def test_pause_holds_before_the_next_call(desk, executor, owner, tmp_path)
     assert await command(sid, owner, "submit_review", node_id="work", decision="approve",
                          call_id=second["data"]["tool_call_id"]) is None
     assert await wait_finished(sid) == "completed"
+
+
+async def test_a_take_over_marks_the_running_call_interrupted_and_runs_the_node_again(
+        desk, executor, owner, tmp_path, monkeypatch):
+    pids = tmp_path / "pids"
+    pids.write_text("")
+    desk.WORKER_LEASE_SECONDS = 0.6
+    install_workflows(desk, tmp_path, tool_workflow(
+        "crashy", tools=[{"mcp": "faults", "only": ["hang"], "timeout": 60}],
+        servers={"faults": fault_server(pids)}, calls=[{"name": "hang", "arguments": {"seconds": 2}}]))
+    sid = await create_session(owner, "crashy")
+    assert await command(sid, owner, "start_session") is None
+    first = await wait_event(sid, is_event("tool_call_end"), timeout=30)
+    # The worker dies while the tool runs: nothing more is written, the lease expires.
+    monkeypatch.setattr(get_store(), "release_lease", lambda **kwargs: None)
+    await executor.close()
+    monkeypatch.undo()
+    other = Executor(owner="executor-b")
+    await other.start()
+    try:
+        assert await wait_finished(sid, timeout=40) == "completed"
+    finally:
+        await other.close()
+    log = await events(sid)
+    assert_gap_free(log)
+    outcome = results_by_tool(log)
+    assert outcome[0] == ("hang", "interrupted",
+                          "interrupted: the runner stopped while the call ran; the node runs again")
+    assert outcome[1] == ("hang", "succeeded", None)  # the node ran again: a new call, recorded
+    calls = await tool_calls(sid)
+    assert [(c.call_id == first["data"]["call_id"], c.status) for c in calls] == [
+        (True, "interrupted"), (False, "succeeded")]
+    state = folded(log)
+    assert [c["status"] for c in state["tool_calls"].values()] == ["interrupted", "succeeded"]
+    assert_reaped(pids)
