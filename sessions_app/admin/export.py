@@ -28,6 +28,7 @@ def export_queryset(queryset: QuerySet[Session]) -> QuerySet[Session]:
         .prefetch_related(
             "node_states",
             "usages",
+            "tool_calls",
             Prefetch("reviews", queryset=HumanReview.objects.select_related("decided_by")),
             Prefetch("messages", queryset=Message.objects.select_related("user")),
         )
@@ -89,6 +90,17 @@ def session_to_dict(session: Session) -> dict[str, Any]:
                 "decided_by": _username(r.decided_by), "decided_at": iso_ms_or_none(r.decided_at),
             }
             for r in session.reviews.all()
+        ],
+        "tool_calls": [
+            {
+                "call_id": c.call_id, "node_id": c.node_id, "agent_id": c.agent_id,
+                "round": c.round, "tool": c.tool, "server": c.server, "arguments": c.arguments,
+                "requires_approval": c.requires_approval, "status": c.status,
+                "result": c.result, "error": c.error, "duration_ms": c.duration_ms,
+                "started_at": iso_ms_or_none(c.started_at),
+                "finished_at": iso_ms_or_none(c.finished_at),
+            }
+            for c in session.tool_calls.all()
         ],
         "transcript": [
             {
@@ -174,6 +186,17 @@ def session_to_markdown(session: Session) -> str:
                 [r.node_id, r.round, r.status, r.decision, r.comment,
                  _username(r.decided_by), iso_ms_or_none(r.decided_at)]
                 for r in reviews
+            ],
+        )
+    calls = list(session.tool_calls.all())
+    if calls:
+        lines += ["", "## Tool calls", ""]
+        lines += _table(
+            ["Node", "Round", "Tool", "Arguments", "Status", "Result or error", "ms"],
+            [
+                [c.node_id, c.round, c.tool, c.arguments, c.status,
+                 (c.error or c.result)[:200], c.duration_ms]
+                for c in calls
             ],
         )
     lines += ["", "## Transcript", ""]

@@ -35,7 +35,7 @@ from sessions_app.admin.export import (
     format_duration_seconds,
 )
 from sessions_app.admin.summary import summary
-from sessions_app.models import HumanReview, Message, NodeState, Session, TokenUsage
+from sessions_app.models import HumanReview, Message, NodeState, Session, TokenUsage, ToolCall
 
 
 class NodeStateInline(ReadOnlyInline):
@@ -66,6 +66,16 @@ class HumanReviewInline(ReadOnlyInline):
     related = ("decided_by",)
 
 
+class ToolCallInline(ReadOnlyInline):
+    model = ToolCall
+    verbose_name_plural = "tool calls"
+    fields = (
+        "node_id", "round", "tool", "server", "arguments", "status", "result", "error",
+        "duration_ms", "started_at", "finished_at",
+    )
+    ordering_fields = ("started_at", "id")
+
+
 class TranscriptInline(ReadOnlyInline):
     """Messages as a transcript: each answer with its thinking in a separate, folded box."""
 
@@ -92,13 +102,14 @@ class SessionAdmin(admin.ModelAdmin):
         "created_at",
     )
     date_hierarchy = "created_at"
-    search_fields = ("title", "owner__username", "id__exact")
-    search_help_text = "Title, owner username, or the full session id."
+    search_fields = ("title", "owner__username", "id__exact", "tool_calls__tool")
+    search_help_text = "Title, owner username, the full session id, or a tool an agent called."
     list_select_related = ("owner",)
     list_per_page = 50
     ordering = ("-created_at",)
     actions = ("export_as_json", "export_as_markdown", "stop_sessions")
-    inlines = (NodeStateInline, TokenUsageInline, HumanReviewInline, TranscriptInline)
+    inlines = (NodeStateInline, TokenUsageInline, HumanReviewInline, ToolCallInline,
+               TranscriptInline)
     change_list_template = "admin/sessions_app/session/change_list.html"
     fieldsets = (
         (None, {
