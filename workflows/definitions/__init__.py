@@ -23,6 +23,9 @@ File format (``<WORKFLOW_DIR>/<slug>.yaml``; the file name must equal the slug):
         model: scripted-small        # required, must be priced in workflows.pricing
         provider: scripted           # optional: scripted (default) | openai
         prompt: You are ...          # required, the system prompt
+        tools: [calculator]          # optional: built-in tools and MCP servers' tools
+        max_tool_rounds: 4           # optional, 1..50 (docs/engine.md, "Tools")
+    mcp_servers: {}                  # optional: id -> {command, args, env} or {url}
     nodes:                           # required, at least one node
       - id: brief                    # required, unique, ^[a-z][a-z0-9_]{0,39}$
         type: agent                  # required: agent | human_review
