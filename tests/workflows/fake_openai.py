@@ -14,7 +14,10 @@ Modes (``server.modes`` is consumed one per request, then ``server.default_mode`
     rate_limit  HTTP 429
     broken      a few chunks, then the TCP connection is dropped mid-body
     hang        reads the request and never answers
+    tool_call   calls the calculator: one tool_calls delta naming it, its arguments in two
+                fragments, finish_reason "tool_calls", then usage
 """
+
 
 from __future__ import annotations
 
@@ -200,6 +203,18 @@ class FakeOpenAI:
         events = [chunk({"role": "assistant", "content": ""})]
         if mode == "thinking":
             events += [chunk({"reasoning_content": piece}) for piece in self.reasoning]
+        if mode == "tool_call":
+            call = {"index": 0, "id": "call_fake1", "type": "function",
+                    "function": {"name": "calculator", "arguments": ""}}
+            events.append(chunk({"tool_calls": [call]}))
+            for piece in ('{"expression": ', '"6*7"}'):
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+            events.append(chunk({}, "tool_calls"))
+            events.append(json.dumps({"id": CHUNK_ID, "object": "chat.completion.chunk",
+                                      "created": 1700000000, "model": model, "choices": [],
+                                      "usage": self.usage}))
+            events.append("[DONE]")
+            return events
         answer = self.answer * (self.slow_repeat if mode == "slow" else 1)
         events += [chunk({"content": piece}) for piece in answer]
         events.append(chunk({}, "stop"))

@@ -13,6 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import ToolCall
+from tests.workflows.fake_openai import FakeOpenAI
 from tests.workflows.helpers import (
     agent_messages,
     agent_node,
@@ -302,3 +303,34 @@ async def test_a_take_over_marks_the_running_call_interrupted_and_runs_the_node_
     state = folded(log)
     assert [c["status"] for c in state["tool_calls"].values()] == ["interrupted", "succeeded"]
     assert_reaped(pids)
+
+
+async def test_openai_provider_streams_tool_calls_and_sends_results_back(desk, executor, owner, tmp_path):
+    install_workflows(desk, tmp_path, tool_workflow("remote", tools=["calculator"]))
+    server = FakeOpenAI().start()
+    try:
+        desk.LLM_PROVIDER = "openai"
+        desk.OPENAI_BASE_URL = server.base_url
+        desk.OPENAI_API_KEY = "sk-test-tools-0123456789"
+        desk.OPENAI_MODEL = "gpt-4o-mini"
+        desk.LLM_MAX_RETRIES = 0
+        server.modes = ["tool_call", "normal"]
+        sid, log = await run_to_end(owner, "remote")
+    finally:
+        server.stop()
+    assert of(log, "execution:completed")
+    assert results_by_tool(log) == [("calculator", "succeeded", None)]
+    assert of(log, "tool_call_result")[0]["data"]["result"] == "42"
+    assert "".join(e["data"]["delta"] for e in of(log, "tool_call_args")) == '{"expression": "6*7"}'
+    first, second = (request["json"] for request in server.requests)
+    assert first["tools"][0]["function"]["name"] == "calculator"
+    assert first["tools"][0]["function"]["parameters"]["required"] == ["expression"]
+    assistant, tool = second["messages"][-2:]
+    call_id = of(log, "tool_call_start")[0]["data"]["call_id"]
+    assert assistant["tool_calls"] == [{"id": call_id, "type": "function", "function": {
+        "name": "calculator", "arguments": '{"expression": "6*7"}'}}]
+    assert tool == {"role": "tool", "tool_call_id": call_id, "content": "42"}
+    # Usage is the sum of both model calls (17 + 17 in, 7 + 7 out from the server).
+    sums = await usage_sums(sid)
+    assert (sums["i"], sums["o"]) == (34, 14)
+    assert (await agent_messages(sid))[0].text == "Hello there, world!"
