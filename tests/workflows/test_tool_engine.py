@@ -13,6 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.models import ToolCall
+from tests.conftest import connect_ws
 from tests.workflows.fake_openai import FakeOpenAI
 from tests.workflows.helpers import (
     agent_messages,
@@ -334,3 +335,48 @@ async def test_openai_provider_streams_tool_calls_and_sends_results_back(desk, e
     sums = await usage_sums(sid)
     assert (sums["i"], sums["o"]) == (34, 14)
     assert (await agent_messages(sid))[0].text == "Hello there, world!"
+
+
+async def test_a_websocket_client_sees_every_tool_event_with_its_fields(desk, executor, owner, ws_app):
+    """Driven over a real WebSocket: start, approve the flagged call with submit_review +
+    call_id, and check every new event as the client received it (each frame is validated
+    against the protocol by the test client)."""
+    sid = await create_session(owner, "tool-desk")
+    ws, ok, _ = await connect_ws(ws_app, sid, owner)
+    assert ok
+    await ws.reply(await ws.command("start_session"))
+    ask = await ws.until(lambda e: e["event"] == "human_interaction_required", 30)
+    data = ask["data"]
+    assert (data["node_id"], data["tool"], data["round"], data["timeout"]) == ("facts", "save_note", 1, 300)
+    assert json.loads(data["arguments"]) == {"text": json.loads(data["arguments"])["text"]}
+    # Unknown extra fields are refused; a wrong call id is an invalid_state error.
+    bad = await ws.reply(await ws.command("submit_review", {"node_id": "facts", "decision": "approve", "tool": "x"}))
+    assert (bad["event"], bad["data"]["code"]) == ("error", "invalid_data")
+    bad = await ws.reply(await ws.command("submit_review", {"node_id": "facts", "decision": "approve", "call_id": "tc_nope"}))
+    assert (bad["event"], bad["data"]["code"]) == ("error", "invalid_state")
+    ok_reply = await ws.reply(await ws.command(
+        "submit_review", {"node_id": "facts", "decision": "approve", "call_id": data["tool_call_id"]}))
+    assert ok_reply["event"] == "ack"
+    await ws.until(lambda e: e["event"] == "execution:completed", 30)
+    await ws.close()
+    log = await events(sid)
+    received = [e for e in ws.events if e["seq"] is not None]
+    assert [e["seq"] for e in received] == [e["seq"] for e in log]
+    starts = [e for e in received if e["event"] == "tool_call_start"]
+    assert len(starts) == 5
+    for start in starts:
+        call_id = start["data"]["call_id"]
+        mine = [e for e in received if e["data"].get("call_id") == call_id]
+        kinds = [e["event"] for e in mine]
+        assert kinds[0] == "tool_call_start" and kinds[-1] == "tool_call_result"
+        assert kinds.count("tool_call_end") == 1 and set(kinds[1:-2]) <= {"tool_call_args"}
+        end = next(e for e in mine if e["event"] == "tool_call_end")
+        assert "".join(e["data"]["delta"] for e in mine if e["event"] == "tool_call_args") == end["data"]["arguments"]
+        assert end["data"]["requires_approval"] is (start["data"]["tool"] == "save_note")
+        result = mine[-1]["data"]
+        assert set(result) == {"call_id", "node_id", "status", "result", "error", "duration_ms"}
+        assert result["status"] == "succeeded" and result["error"] is None and result["duration_ms"] >= 0
+        assert all(e["node_id"] == start["data"]["node_id"] == e["data"]["node_id"] for e in mine)
+        assert start["data"]["agent_id"] == {"numbers": "analyst", "facts": "archivist"}[start["node_id"]]
+    decided = next(e for e in received if e["event"] == "review_submitted")["data"]
+    assert (decided["tool_call_id"], decided["decision"], decided["by"]) == (data["tool_call_id"], "approve", "alice")
