@@ -102,6 +102,13 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("user", *STR),
         _f("message_id", *STR),
     ),
+    EventName.MEMBER_CHANGED: (
+        _f("user", *STR),
+        _f("role", *OPT_STR),
+        _f("previous", *OPT_STR),
+        _f("by", *OPT_STR),
+        _f("link", *OPT_STR, required=False),
+    ),
 }
 
 EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {

@@ -31,6 +31,7 @@ class EventName(models.TextChoices):
     REVIEW_SUBMITTED = "review_submitted"
     NODE_RESUMED = "node_resumed"
     USER_MESSAGE = "user_message"
+    MEMBER_CHANGED = "member_changed"
     # Ephemeral: per connection or per moment, never logged (seq null).
     SNAPSHOT = "snapshot"
     ACK = "ack"
@@ -109,6 +110,19 @@ class MessageKind(models.TextChoices):
 class ReviewDecision(models.TextChoices):
     APPROVE = "approve"
     REJECT = "reject"
+
+
+class Role(models.TextChoices):
+    """How a user stands in a session: the room's member list and the sessions list."""
+
+    OWNER = "owner"
+    CONTROLLER = "controller"  # a member who may watch and control
+    VIEWER = "viewer"  # a member who may watch
+    STAFF = "staff"  # not a member: sees it through the admin's permissions
+
+
+# The roles a member can be given (``member_changed.role``); the owner is not a member.
+MEMBER_ROLES = frozenset({Role.CONTROLLER, Role.VIEWER})
 
 
 class Access(StrEnum):

@@ -18,6 +18,7 @@ export const EventName = Object.freeze({
   REVIEW_SUBMITTED: "review_submitted",
   NODE_RESUMED: "node_resumed",
   USER_MESSAGE: "user_message",
+  MEMBER_CHANGED: "member_changed",
   SNAPSHOT: "snapshot",
   ACK: "ack",
   PONG: "pong",
@@ -79,6 +80,15 @@ export const ReviewDecision = Object.freeze({
   REJECT: "reject",
 });
 
+export const Role = Object.freeze({
+  OWNER: "owner",
+  CONTROLLER: "controller",
+  VIEWER: "viewer",
+  STAFF: "staff",
+});
+
+export const MEMBER_ROLES = Object.freeze(["controller", "viewer"]);
+
 export const Access = Object.freeze({
   WATCH: "watch",
   CONTROL: "control",
@@ -86,7 +96,7 @@ export const Access = Object.freeze({
 
 export const WATCHER_COMMANDS = Object.freeze(["ping"]);
 
-export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message"]);
+export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "member_changed"]);
 
 export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch"]);
 

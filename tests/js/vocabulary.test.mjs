@@ -25,7 +25,7 @@ const sorted = (values) => [...values].sort();
 const ENUMS = Object.entries(vocabulary).filter(([, value]) => !Array.isArray(value));
 
 test("vocabulary.js exports frozen enums and sets", () => {
-  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "SessionStatus"]);
+  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "Role", "SessionStatus"]);
   for (const [name, value] of Object.entries(vocabulary)) assert.ok(Object.isFrozen(value), `${name} is not frozen`);
 });
 
