@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -182,7 +183,7 @@ def test_two_owners_racing_on_one_member_end_in_one_consistent_state(owner, roun
         share = SessionShare.objects.filter(session=session, user__username="bob").first()
         assert (share.role if share else None) == last["role"]
         # each logged change starts from the role the one before it left
-        for before, after in zip(events, events[1:], strict=False):
+        for before, after in itertools.pairwise(events):
             assert after["previous"] == before["role"]
         if share is not None:
             services.member_remove(session_id=session.pk, actor=owner, username="bob")
