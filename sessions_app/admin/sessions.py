@@ -2,8 +2,9 @@
 exports, stop, and the cost summary.
 
 The editable parts are a session's title and its members (``admin/members.py``). The title
-is saved with ``update_fields`` so a rename can never overwrite counters (tokens, status) that a runner advanced meanwhile. Stopping goes
-through ``services.session_stop`` so live viewers see ``execution:stopped``.
+is saved with ``update_fields`` so a rename can never overwrite counters (tokens, status) that
+a runner advanced meanwhile. Stopping goes through ``services.session_stop`` so live viewers
+see ``execution:stopped``.
 """
 
 from __future__ import annotations
