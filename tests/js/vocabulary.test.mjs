@@ -8,7 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as vocabulary from "../../static/js/vocabulary.js";
 import { CLIENT_ERROR_CODES } from "../../static/js/commands.js";
-import { CLOSE_MESSAGES, FINAL_CLOSE_CODES, IMMEDIATE_CLOSE_CODES } from "../../static/js/connection.js";
+import { CLOSE_MESSAGES, FINAL_CLOSE_CODES, IMMEDIATE_CLOSE_CODES, SNAPSHOT_CLOSE_CODES } from "../../static/js/connection.js";
 import { STATUS_LABELS } from "../../static/js/format.js";
 import { COMMAND_LABELS, ERROR_TEXT } from "../../static/js/room_core.js";
 import { emptyState, nodeCounts } from "../../static/js/run_store.js";
@@ -52,7 +52,7 @@ test("error texts are keyed by the protocol's error codes or the client's own", 
 });
 
 test("the close codes the connection treats specially are the protocol's", () => {
-  for (const code of [...FINAL_CLOSE_CODES, ...IMMEDIATE_CLOSE_CODES, ...Object.keys(CLOSE_MESSAGES).map(Number)]) {
+  for (const code of [...FINAL_CLOSE_CODES, ...IMMEDIATE_CLOSE_CODES, ...SNAPSHOT_CLOSE_CODES, ...Object.keys(CLOSE_MESSAGES).map(Number)]) {
     assert.ok(CLOSE_CODES.includes(code), `${code} is not in protocol.CLOSE_CODES`);
   }
 });
