@@ -133,6 +133,13 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("error", *OPT_STR),
         _f("duration_ms", *INT),
     ),
+    EventName.MEMBER_CHANGED: (
+        _f("user", *STR),
+        _f("role", *OPT_STR),
+        _f("previous", *OPT_STR),
+        _f("by", *OPT_STR),
+        _f("link", *OPT_STR, required=False),
+    ),
 }
 
 EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {

@@ -3,7 +3,7 @@
 realtime serves a session's room (snapshot, replay, live events, commands) but knows nothing
 of who may see a session, what a session or its workflow looks like, or what a command does.
 The app that owns sessions implements ``RoomBackend`` and registers it once, from its
-``AppConfig.ready()``; the consumer and the snapshot builder only ever call these three
+``AppConfig.ready()``; the consumer and the snapshot builder only ever call these four
 methods. That keeps the dependency one way (the owning app imports realtime, never the
 reverse) without an import hidden inside a function.
 """
@@ -38,6 +38,10 @@ class RoomBackend(Protocol):
 
     def describe(self, *, session_id: str) -> dict[str, Any]:
         """The snapshot's ``session`` and ``workflow`` objects (docs/protocol.md)."""
+
+    def members(self, *, session_id: str) -> dict[str, str]:
+        """Everyone who belongs to the session now, username -> ``vocabulary.Role`` value
+        (the owner included): the snapshot's ``state.members``."""
 
     def execute(self, *, user: Any, session_id: str, command: Command) -> bool:
         """Carry out a control command once; True if its id was already carried out (not

@@ -50,8 +50,11 @@ def snapshot_frame(
 ) -> tuple[int, str]:
     """The room at the log's head (``at_start``: before its first event)."""
     last_seq, state = (0, fold([])) if at_start else folded_state(session_id)
+    backend = get_backend()
+    # Read after the log: events after last_seq that it already includes re-apply idempotently.
+    state["members"] = backend.members(session_id=session_id)
     data = {
-        **get_backend().describe(session_id=session_id),
+        **backend.describe(session_id=session_id),
         "state": state,
         "presence": presence,
         "last_seq": last_seq,

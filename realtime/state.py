@@ -3,7 +3,10 @@
 The browser's stores apply the same rules to live events (static/js/session_store.js and
 run_store.js); the shared scenarios in tests/fixtures/protocol/scenarios keep the two equal.
 Building the snapshot from the log itself (not from the rows written at node boundaries)
-makes it exactly consistent with its ``last_seq``: the events after it complete it.
+makes it exactly consistent with its ``last_seq``: the events after it complete it. The one
+exception is ``members`` (user -> role), which a snapshot takes from the room backend as it is
+when the snapshot is made (members let in before ``member_changed`` existed have no event);
+the events after it re-apply idempotently.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def empty_state() -> dict[str, Any]:
         "started_at": None,
         "finished_at": None,
         "error": None,
+        "members": {},
+        "member_changes": [],
     }
 
 
@@ -251,6 +256,24 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
                 "thinking": "",
                 "final": True,
                 "started_at": ts,
+            }
+        )
+    elif name == EventName.MEMBER_CHANGED:
+        # members: user -> role. A snapshot replaces it with the session's members as they
+        # are (realtime.snapshots): a member let in before this event existed has no event.
+        members = state["members"]
+        if data["role"] is None:
+            members.pop(data["user"], None)
+        else:
+            members[data["user"]] = data["role"]
+        state["member_changes"].append(
+            {
+                "user": data["user"],
+                "role": data["role"],
+                "previous": data["previous"],
+                "by": data["by"],
+                "link": data.get("link"),
+                "at": ts,
             }
         )
 

@@ -35,6 +35,7 @@ class EventName(models.TextChoices):
     TOOL_CALL_ARGS = "tool_call_args"
     TOOL_CALL_END = "tool_call_end"
     TOOL_CALL_RESULT = "tool_call_result"
+    MEMBER_CHANGED = "member_changed"
     # Ephemeral: per connection or per moment, never logged (seq null).
     SNAPSHOT = "snapshot"
     ACK = "ack"
@@ -134,6 +135,19 @@ FINAL_TOOL_CALL_STATUSES = frozenset(
 class ReviewDecision(models.TextChoices):
     APPROVE = "approve"
     REJECT = "reject"
+
+
+class Role(models.TextChoices):
+    """How a user stands in a session: the room's member list and the sessions list."""
+
+    OWNER = "owner"
+    CONTROLLER = "controller"  # a member who may watch and control
+    VIEWER = "viewer"  # a member who may watch
+    STAFF = "staff"  # not a member: sees it through the admin's permissions
+
+
+# The roles a member can be given (``member_changed.role``); the owner is not a member.
+MEMBER_ROLES = frozenset({Role.CONTROLLER, Role.VIEWER})
 
 
 class Access(StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -17,10 +18,12 @@ from django.utils import timezone
 
 from realtime.vocabulary import (
     ACTIVE_SESSION_STATUSES,
+    MEMBER_ROLES,
     MessageKind,
     NodeStatus,
     NodeType,
     ReviewDecision,
+    Role,
     SessionStatus,
     ToolCallStatus,
 )
@@ -88,13 +91,8 @@ class Session(models.Model):
         return max(0.0, (end - self.started_at).total_seconds())
 
 
-class SessionRole(models.TextChoices):
-    """How a user stands in a session (what the sessions list shows)."""
-
-    OWNER = "owner"
-    CONTROLLER = "controller"  # a member who may watch and control
-    VIEWER = "viewer"  # a member who may watch
-    STAFF = "staff"  # not a member: sees it through the admin's permissions
+# How a user stands in a session (what the sessions list and the room show): a protocol word.
+SessionRole = Role
 
 
 class SessionShare(models.Model):
@@ -113,7 +111,69 @@ class SessionShare(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} on {self.session_id} ({'control' if self.can_control else 'watch'})"
+        return f"{self.user} on {self.session_id} ({self.role})"
+
+    @property
+    def role(self) -> Role:
+        return Role.CONTROLLER if self.can_control else Role.VIEWER
+
+
+class ShareLink(models.Model):
+    """A link that lets any logged-in user join a session with ``role``.
+
+    Only the SHA-256 digest of its token is stored: the token is shown once, when the link is
+    made, and a database leak does not hand out working links."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="share_links")
+    token_digest = models.CharField(max_length=64, unique=True, editable=False)
+    role = models.CharField(
+        max_length=20, choices=[(r.value, r.label) for r in Role if r in MEMBER_ROLES]
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How many people may join through it (empty: any number)."
+    )
+    uses = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"link #{self.pk} to {self.session_id} ({self.role})"
+
+    def unusable_because(self, now: Any) -> str | None:
+        """Why nobody can join through it now, or None."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= now:
+            return "expired"
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            return "used up"
+        return None
+
+
+class ShareLinkJoin(models.Model):
+    """Someone who joined a session through a link (the link's list of who joined)."""
+
+    link = models.ForeignKey(ShareLink, on_delete=models.CASCADE, related_name="joins")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=20)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["link", "joined_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["link", "user"], name="share_link_join_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} through link #{self.link_id}"
 
 
 class NodeState(models.Model):

@@ -37,6 +37,9 @@ class SessionRooms:
     def describe(self, *, session_id: str) -> dict[str, Any]:
         return selectors.room_header(session_id=session_id)
 
+    def members(self, *, session_id: str) -> dict[str, str]:
+        return selectors.members_of(session_id=session_id)
+
     @transaction.atomic
     def execute(self, *, user: Any, session_id: str, command: Command) -> bool:
         try:

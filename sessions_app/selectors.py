@@ -5,8 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from realtime.timestamps import iso_ms_or_none
@@ -19,6 +31,8 @@ from sessions_app.models import (
     Session,
     SessionRole,
     SessionShare,
+    ShareLink,
+    ShareLinkJoin,
 )
 from workflows.store import ReviewState
 
@@ -41,6 +55,51 @@ def sessions_visible_to(*, user: AbstractBaseUser) -> QuerySet[Session]:
     if not user.is_staff:
         query = query.filter(Q(owner=user) | Q(shares__user=user)).distinct()
     return query.order_by("-created_at")
+
+
+# ------------------------------------------------------------------------ members
+
+
+def members_of(*, session_id: Any) -> dict[str, str]:
+    """username -> role of everyone who belongs to the session, the owner first."""
+    session = Session.objects.select_related("owner").get(pk=session_id)
+    members = {session.owner.get_username(): SessionRole.OWNER.value}
+    for username, can_control in (
+        SessionShare.objects.filter(session_id=session_id)
+        .order_by("user__username").values_list("user__username", "can_control")
+    ):
+        members[username] = (SessionRole.CONTROLLER if can_control else SessionRole.VIEWER).value
+    return members
+
+
+SEARCH_LIMIT = 10
+
+
+def users_to_add(*, session: Session, query: str) -> list[dict[str, str]]:
+    """Active users whose username or name starts with ``query`` (at least 2 characters)
+    and who do not belong to the session yet. Callers check the asker may manage members."""
+    query = query.strip()
+    if len(query) < 2:
+        return []
+    user_model = get_user_model()
+    found = (
+        user_model.objects.filter(is_active=True)
+        .filter(Q(username__istartswith=query) | Q(first_name__istartswith=query)
+                | Q(last_name__istartswith=query))
+        .exclude(pk=session.owner_id)
+        .exclude(shared_sessions__session=session)
+        .order_by("username")[:SEARCH_LIMIT]
+    )
+    return [{"username": u.get_username(), "name": u.get_full_name()} for u in found]
+
+
+def share_links_of(*, session: Session) -> list[ShareLink]:
+    """The session's links, newest first, each with ``joins`` (and their users) prefetched."""
+    return list(
+        ShareLink.objects.filter(session=session).select_related("created_by")
+        .prefetch_related(Prefetch("joins", ShareLinkJoin.objects.select_related("user")))
+        .order_by("-created_at")
+    )
 
 
 # ------------------------------------------------------------------------ the room

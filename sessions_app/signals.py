@@ -8,6 +8,9 @@
 - Open sockets check their access again at once when it may have dropped: a user logged out,
   was deactivated or changed their password (``user_logged_out``, the user saved), or their
   share of a session was changed or removed (realtime.revocation), after the change commits.
+  Staff see sessions through the admin's permissions, so a change of a user's permissions or
+  groups, or of a group's permissions, is announced for the users it concerns too (cheap:
+  the sockets of those users check again; nobody else's).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from realtime.eventlog import delete_log, open_log
 from realtime.revocation import announce_access_changed
@@ -53,6 +57,40 @@ def _share_changed(sender: type[SessionShare], instance: SessionShare, **kwargs:
     _announce(instance.user_id, instance.session_id)
 
 
+_M2M_CHANGES = {"post_add", "post_remove", "post_clear"}
+
+
+def _user_rights_changed(
+    sender: Any, instance: Any, action: str, pk_set: Any, **kwargs: Any
+) -> None:
+    """A user's permissions or groups changed, from the user's side (``instance`` is the
+    user) or from the permission's or group's (``pk_set`` holds the users; a clear names
+    nobody, so its users are read before it)."""
+    if isinstance(instance, get_user_model()):
+        if action in _M2M_CHANGES:
+            _announce(instance.pk)
+    elif action == "pre_clear":
+        for user_id in instance.user_set.values_list("pk", flat=True):
+            _announce(user_id)
+    elif action in _M2M_CHANGES and pk_set:
+        for user_id in pk_set:
+            _announce(user_id)
+
+
+def _group_permissions_changed(sender: Any, instance: Any, action: str, **kwargs: Any) -> None:
+    """A group's permissions changed: every user in it (one query for their ids)."""
+    if action not in _M2M_CHANGES:
+        return
+    groups = [instance] if isinstance(instance, Group) else Group.objects.filter(
+        pk__in=kwargs.get("pk_set") or ()
+    )
+    user_ids = set(
+        get_user_model().objects.filter(groups__in=groups).values_list("pk", flat=True)
+    )
+    for user_id in user_ids:
+        _announce(user_id)
+
+
 def connect() -> None:
     post_save.connect(_open_log, sender=Session, dispatch_uid="sessions_app.open_log")
     post_delete.connect(_delete_log, sender=Session, dispatch_uid="sessions_app.delete_log")
@@ -60,3 +98,10 @@ def connect() -> None:
     post_save.connect(_user_saved, sender=get_user_model(), dispatch_uid="sessions_app.user_saved")
     post_save.connect(_share_changed, sender=SessionShare, dispatch_uid="sessions_app.share_saved")
     post_delete.connect(_share_changed, sender=SessionShare, dispatch_uid="sessions_app.share_deleted")
+    user_model = get_user_model()
+    m2m_changed.connect(_user_rights_changed, sender=user_model.user_permissions.through,
+                        dispatch_uid="sessions_app.user_permissions")
+    m2m_changed.connect(_user_rights_changed, sender=user_model.groups.through,
+                        dispatch_uid="sessions_app.user_groups")
+    m2m_changed.connect(_group_permissions_changed, sender=Group.permissions.through,
+                        dispatch_uid="sessions_app.group_permissions")

@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
-from sessions_app import views
+from sessions_app import views, views_people
 
 app_name = "sessions"
 
@@ -10,4 +10,10 @@ urlpatterns = [
     path("sessions/", views.session_list, name="list"),
     path("sessions/new/", views.session_new, name="create"),
     path("sessions/<uuid:session_id>/", views.session_room, name="room"),
+    path("sessions/<uuid:session_id>/people/search/", views_people.people_search, name="people_search"),
+    path("sessions/<uuid:session_id>/people/", views_people.member_change, name="members"),
+    path("sessions/<uuid:session_id>/links/", views_people.links, name="links"),
+    path("sessions/<uuid:session_id>/links/<int:link_id>/revoke/", views_people.link_revoke,
+         name="link_revoke"),
+    path("join/<str:token>/", views_people.join, name="join"),
 ]

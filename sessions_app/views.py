@@ -1,16 +1,19 @@
-"""Server-rendered pages: the session list, creating a session, the meeting room."""
+"""Server-rendered pages: the session list, creating a session, the meeting room (the
+People panel's endpoints and the join page are in ``views_people``)."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from realtime.vocabulary import Access
 from sessions_app import services
-from sessions_app.access import session_access
+from sessions_app.access import can_manage_members, session_access
 from sessions_app.forms import NewSessionForm
 from sessions_app.models import Session
 from sessions_app.selectors import sessions_visible_to
@@ -67,5 +70,10 @@ def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
         "user": request.user.get_username(),
         "can_control": access == Access.CONTROL,
         "title": session.title,
+        "can_manage": can_manage_members(user=request.user, session=session),
+        "people_url": reverse("sessions:members", kwargs={"session_id": session.pk}),
+        "search_url": reverse("sessions:people_search", kwargs={"session_id": session.pk}),
+        "links_url": reverse("sessions:links", kwargs={"session_id": session.pk}),
+        "csrf_token": get_token(request),
     }
     return render(request, "sessions/room.html", {"session": session, "room_config": room_config})

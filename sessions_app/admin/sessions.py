@@ -1,9 +1,10 @@
 """The session screens: list with badges and filters, a session with its parts read-only,
 exports, stop, and the cost summary.
 
-The one editable field is a session's title, saved with ``update_fields`` so a rename can
-never overwrite counters (tokens, status) that a runner advanced meanwhile. Stopping goes
-through ``services.session_stop`` so live viewers see ``execution:stopped``.
+The editable parts are a session's title and its members (``admin/members.py``). The title
+is saved with ``update_fields`` so a rename can never overwrite counters (tokens, status) that
+a runner advanced meanwhile. Stopping goes through ``services.session_stop`` so live viewers
+see ``execution:stopped``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,17 @@ from sessions_app.admin.export import (
     export_queryset,
     format_duration_seconds,
 )
+from sessions_app.admin.members import MemberInline, save_members
 from sessions_app.admin.summary import summary
-from sessions_app.models import HumanReview, Message, NodeState, Session, TokenUsage, ToolCall
+from sessions_app.models import (
+    HumanReview,
+    Message,
+    NodeState,
+    Session,
+    SessionShare,
+    TokenUsage,
+    ToolCall,
+)
 
 
 class NodeStateInline(ReadOnlyInline):
@@ -108,7 +118,7 @@ class SessionAdmin(admin.ModelAdmin):
     list_per_page = 50
     ordering = ("-created_at",)
     actions = ("export_as_json", "export_as_markdown", "stop_sessions")
-    inlines = (NodeStateInline, TokenUsageInline, HumanReviewInline, ToolCallInline,
+    inlines = (MemberInline, NodeStateInline, TokenUsageInline, HumanReviewInline, ToolCallInline,
                TranscriptInline)
     change_list_template = "admin/sessions_app/session/change_list.html"
     fieldsets = (
@@ -163,6 +173,12 @@ class SessionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Session, form: Any, change: bool) -> None:
         obj.save(update_fields=["title", "updated_at"])
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is SessionShare:
+            save_members(request, form.instance, formset)  # through the member services
+        else:
+            super().save_formset(request, form, formset, change)
 
     # ---- columns
 

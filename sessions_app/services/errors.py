@@ -25,3 +25,7 @@ class Forbidden(ServiceError):
 
 class InvalidData(ServiceError):
     code = "invalid_data"
+
+
+class LinkUnusable(InvalidState):
+    """A share link that was revoked, has expired or is used up (the join page says which)."""

@@ -1,4 +1,4 @@
-"""Creating, sharing and controlling sessions: the writes behind commands, pages, admin and CLI.
+"""Creating and controlling sessions: the writes behind commands, pages, admin and CLI.
 
 Each service is one transaction (``@transaction.atomic``: a caller's own transaction, if any,
 becomes a savepoint): the state change and the event describing it are stored together (the
@@ -21,7 +21,7 @@ from realtime.vocabulary import (
     NodeStatus,
     SessionStatus,
 )
-from sessions_app.models import Message, MessageKind, NodeState, Session, SessionShare
+from sessions_app.models import Message, MessageKind, NodeState, Session
 from sessions_app.services.errors import InvalidData, InvalidState, NotFound
 from sessions_app.services.events import node_state_event
 from workflows import control
@@ -55,16 +55,6 @@ def session_create(*, owner: AbstractBaseUser, workflow_slug: str, title: str = 
         ]
     )
     return session
-
-
-@transaction.atomic
-def session_share(
-    *, session: Session, user: AbstractBaseUser, can_control: bool = False
-) -> SessionShare:
-    share, _ = SessionShare.objects.update_or_create(
-        session=session, user=user, defaults={"can_control": can_control}
-    )
-    return share
 
 
 def locked_session(session_id: object) -> Session:

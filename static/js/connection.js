@@ -23,6 +23,9 @@ export const FINAL_CLOSE_CODES = Object.freeze([4401, 4403, 4404]);
 /** Close codes after which the client reconnects at once (too slow: 4409, idle: 4408, rights
  * changed: 4412, for a snapshot with the new ones). */
 export const IMMEDIATE_CLOSE_CODES = Object.freeze([4408, 4409, 4412]);
+/** Close codes after which the reconnect asks for a fresh snapshot instead of a replay: a
+ * replay carries the missed events but not the socket's rights (the snapshot's can_control). */
+export const SNAPSHOT_CLOSE_CODES = Object.freeze([4412]);
 /** Code the client uses when it closes a socket it considers dead or out of sync. */
 export const CLIENT_RECYCLE_CODE = 4000;
 
@@ -137,7 +140,7 @@ export function createConnection({
     clearAllTimers();
     let ws;
     try {
-      ws = new WebSocketImpl(url());
+      ws = new WebSocketImpl(url({ fresh: SNAPSHOT_CLOSE_CODES.includes(lastClose?.code) }));
     } catch {
       socket = null;
       scheduleReconnect(false);

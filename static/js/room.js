@@ -11,6 +11,7 @@ import { createCostView } from "./view_cost.js";
 import { createControlsView } from "./view_controls.js";
 import { createReviewView } from "./view_review.js";
 import { createToasts } from "./view_toasts.js";
+import { createPeopleView } from "./view_people.js";
 
 function readConfig() {
   const el = document.getElementById("room-config");
@@ -53,6 +54,7 @@ function start() {
 
   const currentUser = typeof config.user === "string" ? config.user : config.user?.username || null;
   const review = createReviewView(root, { onCommand: core.sendCommand, requestRender });
+  const people = createPeopleView(root, { config, toast: (text, opts) => toasts.show(text, opts), requestRender });
   views.push(
     createHeaderView(root, { onRetry: () => core.connection.retry(), loginUrl: config.login_url || "/accounts/login/" }),
     createWorkflowView(root, { onOpenReview: () => review.open() }),
@@ -60,8 +62,10 @@ function start() {
     createCostView(root),
     createControlsView(root, { onCommand: core.sendCommand, onOpenReview: () => review.open(), requestRender }),
     review,
+    people,
   );
   core.store.subscribe(requestRender);
+  core.store.subscribe((_state, change) => people.onChange(change));
 
   // Clocks (elapsed time, review countdown) tick once a second.
   window.setInterval(requestRender, 1000);

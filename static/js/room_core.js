@@ -66,7 +66,9 @@ export function createRoomCore({
   // The connection's callbacks run only once connect() is called: `commands` and `router`
   // below exist by then.
   const connection = createConnection({
-    url: () => buildSocketUrl(location, config.ws_path || sessionSocketPath(config.session_id), router.lastSeq),
+    // After 4412 (rights changed) no last_seq: the snapshot says what this user may do now.
+    url: ({ fresh = false } = {}) =>
+      buildSocketUrl(location, config.ws_path || sessionSocketPath(config.session_id), fresh ? 0 : router.lastSeq),
     // The server closes 4409 a socket whose unacknowledged events pass its send buffer.
     heartbeatData: () => ({ last_seq: router.lastSeq }),
     WebSocket,

@@ -29,6 +29,8 @@ export function emptyState() {
     started_at: null,
     finished_at: null,
     error: null,
+    members: {},
+    member_changes: [],
   };
 }
 

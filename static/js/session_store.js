@@ -1,5 +1,6 @@
 // Session store: a pure reducer over the conversation part of the folded state (messages,
-// streaming merge, token usage, cost over time) plus small selectors.
+// streaming merge, token usage, cost over time, who belongs to the session and the log of
+// member changes) plus small selectors.
 
 import { EventName, FINAL_NODE_STATUSES, MessageKind } from "./vocabulary.js";
 
@@ -116,6 +117,13 @@ export function reduceSession(state, envelope) {
           cost_usd: data.cost_usd,
         },
       };
+    case EventName.MEMBER_CHANGED: {
+      const members = { ...state.members };
+      if (data.role === null || data.role === undefined) delete members[data.user];
+      else members[data.user] = data.role;
+      const change = { user: data.user, role: data.role ?? null, previous: data.previous ?? null, by: data.by ?? null, link: data.link ?? null, at: ts };
+      return { ...state, members, member_changes: [...state.member_changes, change] };
+    }
     default:
       return state;
   }

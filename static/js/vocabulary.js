@@ -22,6 +22,7 @@ export const EventName = Object.freeze({
   TOOL_CALL_ARGS: "tool_call_args",
   TOOL_CALL_END: "tool_call_end",
   TOOL_CALL_RESULT: "tool_call_result",
+  MEMBER_CHANGED: "member_changed",
   SNAPSHOT: "snapshot",
   ACK: "ack",
   PONG: "pong",
@@ -95,6 +96,15 @@ export const ReviewDecision = Object.freeze({
   REJECT: "reject",
 });
 
+export const Role = Object.freeze({
+  OWNER: "owner",
+  CONTROLLER: "controller",
+  VIEWER: "viewer",
+  STAFF: "staff",
+});
+
+export const MEMBER_ROLES = Object.freeze(["controller", "viewer"]);
+
 export const Access = Object.freeze({
   WATCH: "watch",
   CONTROL: "control",
@@ -102,7 +112,7 @@ export const Access = Object.freeze({
 
 export const WATCHER_COMMANDS = Object.freeze(["ping"]);
 
-export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result"]);
+export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result", "member_changed"]);
 
 export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch"]);
 

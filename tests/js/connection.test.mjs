@@ -326,6 +326,18 @@ test("4409 (too slow) and 4408 (idle) reconnect at once without resetting the at
   assert.equal(h.conn.attempt, 2, "counter not reset");
 });
 
+test("4412 (rights changed) reconnects at once asking for a fresh snapshot; other closes do not", () => {
+  const asked = [];
+  const h = setup({ url: (opts) => (asked.push(Boolean(opts?.fresh)), "ws://room.test/ws/sessions/abc/") });
+  h.conn.connect();
+  h.last().serverOpen();
+  h.last().serverClose(4412);
+  assert.equal(h.sockets.length, 2, "reconnected immediately");
+  h.last().serverOpen();
+  h.last().serverClose(4409);
+  assert.deepEqual(asked, [false, true, false]);
+});
+
 for (const code of [4401, 4403, 4404]) {
   test(`close ${code} is final: no reconnect, not on online/visible either`, () => {
     const h = setup();

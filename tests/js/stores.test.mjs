@@ -21,7 +21,7 @@ function deepFreeze(o) {
   return o;
 }
 
-const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "tool_calls", "started_at", "finished_at", "error"].sort();
+const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "tool_calls", "started_at", "finished_at", "error", "members", "member_changes"].sort();
 
 test("there are at least 3 scenarios, each with the documented shape", () => {
   assert.ok(scenarioFiles.length >= 3, `found ${scenarioFiles.length}`);
@@ -71,7 +71,19 @@ test("the empty state has the documented shape", () => {
     started_at: null,
     finished_at: null,
     error: null,
+    members: {},
+    member_changes: [],
   });
+});
+
+test("member_changed sets or removes the member and logs the change", () => {
+  let s = { ...emptyState(), members: { al: "owner" } };
+  s = fold(s, E(1, "member_changed", { user: "bo", role: "viewer", previous: null, by: "al" }));
+  s = fold(s, E(2, "member_changed", { user: "bo", role: "controller", previous: "viewer", by: "al" }));
+  assert.deepEqual(s.members, { al: "owner", bo: "controller" });
+  s = fold(s, E(3, "member_changed", { user: "bo", role: null, previous: "controller", by: null }));
+  assert.deepEqual(s.members, { al: "owner" });
+  assert.deepEqual(s.member_changes[2], { user: "bo", role: null, previous: "controller", by: null, link: null, at: "2026-11-24T10:00:03.000Z" });
 });
 
 const E = (seq, event, data, ts = `2026-11-24T10:00:${String(seq).padStart(2, "0")}.000Z`) => ({ event, data, timestamp: ts, node_id: data.node_id ?? null, seq, session_id: "s" });

@@ -8,7 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as vocabulary from "../../static/js/vocabulary.js";
 import { CLIENT_ERROR_CODES } from "../../static/js/commands.js";
-import { CLOSE_MESSAGES, FINAL_CLOSE_CODES, IMMEDIATE_CLOSE_CODES } from "../../static/js/connection.js";
+import { CLOSE_MESSAGES, FINAL_CLOSE_CODES, IMMEDIATE_CLOSE_CODES, SNAPSHOT_CLOSE_CODES } from "../../static/js/connection.js";
 import { STATUS_LABELS } from "../../static/js/format.js";
 import { COMMAND_LABELS, ERROR_TEXT } from "../../static/js/room_core.js";
 import { emptyState, nodeCounts } from "../../static/js/run_store.js";
@@ -25,7 +25,7 @@ const sorted = (values) => [...values].sort();
 const ENUMS = Object.entries(vocabulary).filter(([, value]) => !Array.isArray(value));
 
 test("vocabulary.js exports frozen enums and sets", () => {
-  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "SessionStatus", "ToolCallStatus"]);
+  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "Role", "SessionStatus", "ToolCallStatus"]);
   for (const [name, value] of Object.entries(vocabulary)) assert.ok(Object.isFrozen(value), `${name} is not frozen`);
 });
 
@@ -52,7 +52,7 @@ test("error texts are keyed by the protocol's error codes or the client's own", 
 });
 
 test("the close codes the connection treats specially are the protocol's", () => {
-  for (const code of [...FINAL_CLOSE_CODES, ...IMMEDIATE_CLOSE_CODES, ...Object.keys(CLOSE_MESSAGES).map(Number)]) {
+  for (const code of [...FINAL_CLOSE_CODES, ...IMMEDIATE_CLOSE_CODES, ...SNAPSHOT_CLOSE_CODES, ...Object.keys(CLOSE_MESSAGES).map(Number)]) {
     assert.ok(CLOSE_CODES.includes(code), `${code} is not in protocol.CLOSE_CODES`);
   }
 });

@@ -159,11 +159,13 @@ async def test_watcher_may_watch_but_not_control(ws_app, session):
     ws, _, _ = await connect_ws(ws_app, str(session.pk), viewer)
     snap = await ws.next_event()
     assert snap["data"]["can_control"] is False
+    assert snap["data"]["state"]["members"] == {"alice": "owner", "victor": "viewer"}
+    logged = (await database_sync_to_async(db_counts)(session.pk))[0]  # member_changed
     for cmd, data in [("start_session", {}), ("user_input", {"text": "hi"}),
                       ("stop_session", {})]:
         reply = await ws.reply(await ws.command(cmd, data))
         assert reply["data"]["code"] == "forbidden"
-    assert (await database_sync_to_async(db_counts)(session.pk))[0] == 0
+    assert (await database_sync_to_async(db_counts)(session.pk))[0] == logged
     await ws.close()
 
 
@@ -381,7 +383,8 @@ async def test_a_share_lowered_while_the_socket_is_open_stops_its_commands(ws_ap
     ws, _, _ = await connect_ws(ws_app, str(session.pk), bob)
     assert (await ws.next_event())["data"]["can_control"] is True
     await database_sync_to_async(services.session_share)(session=session, user=bob, can_control=False)
+    logged = (await database_sync_to_async(db_counts)(session.pk))[0]  # the two member_changed
     reply = await ws.reply(await ws.command("user_input", {"text": "still here?"}))
     assert reply["event"] == "error" and reply["data"]["code"] == "forbidden"
-    assert (await database_sync_to_async(db_counts)(session.pk))[0] == 0
+    assert (await database_sync_to_async(db_counts)(session.pk))[0] == logged
     await ws.close()

@@ -118,3 +118,56 @@ async def test_a_user_logged_in_elsewhere_keeps_other_sockets_after_one_logout(w
     reply = await ws_laptop.reply(await ws_laptop.command("user_input", {"text": "still here"}))
     assert reply["event"] == "ack"
     await ws_laptop.close()
+
+
+async def test_the_owner_lowering_then_removing_a_member_closes_4412_then_4403(ws_app, session, owner):
+    bob = await database_sync_to_async(make_user)("bob")
+    change = database_sync_to_async(lambda name, **kw: getattr(services, name)(
+        session_id=session.pk, actor=owner, username="bob", **kw))
+    await change("member_add", role="controller")
+    client = await _login(bob)
+    ws = await _socket(ws_app, session, client)
+    await change("member_set_role", role="viewer")
+    assert await _closed_with(ws) == 4412
+    ws = await _socket(ws_app, session, client)
+    assert ws.events[0]["data"]["can_control"] is False
+    await change("member_remove")
+    assert await _closed_with(ws) == 4403
+
+
+async def test_taking_a_staff_users_permission_away_closes_their_socket_4403(ws_app, session):
+    """Staff watch through the admin's permissions: removing the permission (or the group
+    that gave it) is announced like any other loss of access."""
+    from django.contrib.auth.models import Group, Permission
+
+    def staff_in_group():
+        user = make_user("helper", is_staff=True)
+        group = Group.objects.create(name="reviewers")
+        group.permissions.add(Permission.objects.get(codename="view_session", content_type__app_label="sessions_app"))
+        user.groups.add(group)
+        return user, group
+
+    helper, group = await database_sync_to_async(staff_in_group)()
+    ws = await _socket(ws_app, session, await _login(helper))
+    await database_sync_to_async(group.permissions.clear)()
+    assert await _closed_with(ws) == 4403
+
+
+async def test_granting_a_staff_user_control_reconnects_them_with_it_4412(ws_app, session):
+    from django.contrib.auth.models import Permission
+
+    def watching_staff():
+        user = make_user("helper", is_staff=True)
+        user.user_permissions.add(Permission.objects.get(codename="view_session", content_type__app_label="sessions_app"))
+        return user
+
+    helper = await database_sync_to_async(watching_staff)()
+    client = await _login(helper)
+    ws = await _socket(ws_app, session, client)
+    assert ws.events[0]["data"]["can_control"] is False
+    await database_sync_to_async(lambda: helper.user_permissions.add(
+        Permission.objects.get(codename="change_session", content_type__app_label="sessions_app")))()
+    assert await _closed_with(ws) == 4412
+    again = await _socket(ws_app, session, client)
+    assert again.events[0]["data"]["can_control"] is True
+    await again.close()

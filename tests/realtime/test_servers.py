@@ -136,3 +136,54 @@ async def test_deactivating_a_user_closes_their_sockets_in_every_process(tmp_pat
                     await ws.wait_closed()
                 assert ws.close_code == 4401
             assert loop.time() - changed_at < 2
+
+
+@pytest.mark.redis
+async def test_lowering_and_removing_a_member_closes_their_sockets_in_every_process(tmp_path):
+    """The owner's changes through the member services, made by a third process: bob's
+    sockets on both daphne processes close 4412 when his role drops (the reconnect may only
+    watch) and 4403 when he is removed, within 2 seconds; the owner's socket sees each change."""
+    with two_daphnes(tmp_path, 11) as (env, session, one, two):
+        create_user(env, "bob", "pw-bob-123")
+
+        def as_owner(call: str) -> None:
+            manage(env, "shell", "-c",
+                   "from django.contrib.auth import get_user_model as g; from sessions_app import services;"
+                   f"services.{call}(session_id={session['id']!r}, actor=g().objects.get(username='alice'), "
+                   "username='bob'" + ("" if call == "member_remove" else f", role={role!r}") + ")")
+
+        loop = asyncio.get_running_loop()
+        role = "controller"
+        await loop.run_in_executor(None, as_owner, "member_add")
+        alice, bob = login(one.base, "alice", "pw-alice-123"), login(one.base, "bob", "pw-bob-123")
+
+        async def bobs_sockets(expect_control: bool):
+            sockets = []
+            for server in (one, two):
+                ws = await connect(ws_url(server, session["id"]), additional_headers=ws_headers(server, bob))
+                snapshot = json.loads(await ws.recv())
+                assert snapshot["data"]["can_control"] is expect_control
+                assert snapshot["data"]["state"]["members"]["bob"] == ("controller" if expect_control else "viewer")
+                sockets.append(ws)
+            return sockets
+
+        async def closed(sockets, code):
+            changed_at = loop.time()
+            for ws in sockets:
+                async with asyncio.timeout(2):
+                    await ws.wait_closed()
+                assert ws.close_code == code
+            assert loop.time() - changed_at < 2
+
+        async with connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, alice)) as owner_ws:
+            assert json.loads(await owner_ws.recv())["event"] == "snapshot"
+            sockets = await bobs_sockets(True)
+            role = "viewer"
+            await loop.run_in_executor(None, as_owner, "member_set_role")
+            await closed(sockets, 4412)
+            sockets = await bobs_sockets(False)
+            await loop.run_in_executor(None, as_owner, "member_remove")
+            await closed(sockets, 4403)
+            seen = await read_until(owner_ws, lambda e: e["event"] == "member_changed" and e["data"]["role"] is None)
+        changes = [(e["data"]["role"], e["data"]["previous"], e["data"]["by"]) for e in seen if e["event"] == "member_changed"]
+        assert changes[-2:] == [("viewer", "controller", "alice"), (None, "viewer", "alice")]

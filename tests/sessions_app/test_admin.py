@@ -24,6 +24,7 @@ from sessions_app.models import (
     NodeState,
     NodeStatus,
     Session,
+    SessionShare,
     SessionStatus,
     TokenUsage,
 )
@@ -195,12 +196,14 @@ def test_change_page_shows_parts_read_only(admin_client, owner):
     assert html.count('<details class="thinking">') == 2
     assert f'href="{session.get_absolute_url()}"' in html
     assert f'href="{EVENTS}?session={session.pk}"' in html
-    # only the title is an input; inlines cannot add or delete
+    # only the title and the members are inputs; the runtime inlines cannot add or delete
     assert 'name="title"' in html
     for field in ("status", "cost_usd", "input_tokens", "owner"):
         assert f'name="{field}"' not in html
-    assert "-DELETE" not in html
+    assert "-DELETE" not in html  # no member yet: nothing to delete
     for inline in response.context["inline_admin_formsets"]:
+        if inline.formset.model is SessionShare:
+            continue  # members: tests/sessions_app/test_admin_members.py
         assert not (inline.has_add_permission or inline.has_change_permission
                     or inline.has_delete_permission)
     assert response.context["has_delete_permission"] is False

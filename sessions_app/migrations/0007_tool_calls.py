@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sessions_app', '0005_run_write_receipts'),
+        ('sessions_app', '0006_share_links'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
