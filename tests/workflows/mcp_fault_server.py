@@ -1,7 +1,8 @@
 """A real MCP server (the SDK's own ``MCPServer`` over stdio) whose tools misbehave on purpose:
 the engine's tests start it as an agent's MCP server.
 
-Run as ``python tests/workflows/mcp_fault_server.py``; it writes its pid to the file named by
+Run as ``python tests/workflows/mcp_fault_server.py`` (stdio; with ``MCP_HTTP_PORT`` set it
+serves streamable HTTP on 127.0.0.1 at ``/mcp`` instead); it writes its pid to the file named by
 ``MCP_PID_FILE`` (if set) so a test can check that the process was reaped.
 """
 
@@ -50,4 +51,7 @@ if __name__ == "__main__":
     if os.environ.get("MCP_PID_FILE"):
         with open(os.environ["MCP_PID_FILE"], "a") as pids:
             pids.write(f"{os.getpid()}\n")
-    server.run()
+    if os.environ.get("MCP_HTTP_PORT"):  # streamable HTTP on 127.0.0.1:<port>/mcp
+        server.run("streamable-http", host="127.0.0.1", port=int(os.environ["MCP_HTTP_PORT"]))
+    else:
+        server.run()

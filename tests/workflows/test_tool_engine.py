@@ -4,7 +4,13 @@ fields, the rows, approval, and the faults the model or a tool can cause."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +386,41 @@ async def test_a_websocket_client_sees_every_tool_event_with_its_fields(desk, ex
         assert start["data"]["agent_id"] == {"numbers": "analyst", "facts": "archivist"}[start["node_id"]]
     decided = next(e for e in received if e["event"] == "review_submitted")["data"]
     assert (decided["tool_call_id"], decided["decision"], decided["by"]) == (data["tool_call_id"], "approve", "alice")
+
+
+@pytest.fixture
+def http_mcp_server(tmp_path: Path) -> Any:
+    """The fault server over streamable HTTP, in its own process, on a free port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(FAULT_SERVER)], env={**os.environ, "MCP_HTTP_PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "mcp-http.log").open("w"),
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        assert process.poll() is None and time.monotonic() < deadline, (
+            (tmp_path / "mcp-http.log").read_text())
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/mcp"
+    process.terminate()
+    try:
+        process.wait(3)
+    except subprocess.TimeoutExpired:  # its uvicorn waits for the hung tool's thread
+        process.kill()
+        process.wait(5)
+
+
+async def test_an_mcp_server_over_streamable_http(desk, executor, owner, tmp_path, http_mcp_server):
+    install_workflows(desk, tmp_path, tool_workflow(
+        "remote-mcp", tools=[{"mcp": "web", "only": ["echo", "hang"], "timeout": 2}],
+        servers={"web": {"url": http_mcp_server}},
+        calls=[{"name": "echo", "arguments": {"text": "over http"}},
+               {"name": "hang", "arguments": {"seconds": 30}}]))
+    _, log = await run_to_end(owner, "remote-mcp")
+    assert of(log, "execution:completed")
+    assert results_by_tool(log) == [("echo", "succeeded", None), ("hang", "failed", "timed out after 2 s")]
+    assert of(log, "tool_call_result")[0]["data"]["result"] == "echo: over http"
