@@ -2,7 +2,11 @@
 
 import asyncio
 import contextlib
+import http.cookiejar
 import json
+import re
+import urllib.parse
+import urllib.request
 
 import pytest
 import redis
@@ -187,3 +191,48 @@ async def test_lowering_and_removing_a_member_closes_their_sockets_in_every_proc
             seen = await read_until(owner_ws, lambda e: e["event"] == "member_changed" and e["data"]["role"] is None)
         changes = [(e["data"]["role"], e["data"]["previous"], e["data"]["by"]) for e in seen if e["event"] == "member_changed"]
         assert changes[-2:] == [("viewer", "controller", "alice"), (None, "viewer", "alice")]
+
+
+def _log_out(base: str, cookie: str) -> None:
+    """Log out like the page's button: GET a page for the CSRF token, POST the logout form."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    headers = {"Cookie": f"sessionid={cookie}"}
+    page = opener.open(urllib.request.Request(f"{base}/sessions/", headers=headers), timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode()).group(1)
+    csrf = next(c.value for c in jar if c.name == "csrftoken")
+    body = urllib.parse.urlencode({"csrfmiddlewaretoken": token}).encode()
+    opener.open(urllib.request.Request(
+        f"{base}/accounts/logout/", data=body,
+        headers={"Cookie": f"sessionid={cookie}; csrftoken={csrf}", "Referer": f"{base}/sessions/"},
+    ), timeout=10).read()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("cause", ["logout", "password"])
+async def test_logging_out_or_a_new_password_closes_the_users_sockets_in_every_process(tmp_path, cause):
+    """The other two revocation causes across processes: alice logs out on process one (the
+    page's logout form), or her password is changed by a third process; her sockets on both
+    daphne processes close 4401 within 2 seconds."""
+    with two_daphnes(tmp_path, 10 if cause == "logout" else 9) as (env, session, one, two):
+        cookie = login(one.base, "alice", "pw-alice-123")
+        async with (
+            connect(ws_url(one, session["id"]), additional_headers=ws_headers(one, cookie)) as a,
+            connect(ws_url(two, session["id"]), additional_headers=ws_headers(two, cookie)) as b,
+        ):
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["event"] == "snapshot"
+            loop = asyncio.get_running_loop()
+            if cause == "logout":
+                await loop.run_in_executor(None, _log_out, one.base, cookie)
+            else:
+                await loop.run_in_executor(None, lambda: manage(
+                    env, "shell", "-c",
+                    "from django.contrib.auth import get_user_model as g;"
+                    "u = g().objects.get(username='alice'); u.set_password('pw-new-456'); u.save()"))
+            changed_at = loop.time()
+            for ws in (a, b):
+                async with asyncio.timeout(2):
+                    await ws.wait_closed()
+                assert ws.close_code == 4401
+            assert loop.time() - changed_at < 2
