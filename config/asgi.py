@@ -1,6 +1,7 @@
 """ASGI entry point: Django for HTTP, the session consumer for WebSockets.
 
-WebSockets pass origin validation (ALLOWED_HOSTS) and Django session auth. In embedded mode
+WebSockets pass origin validation (ALLOWED_HOSTS) and Django session auth, or an API token
+(``Authorization: Bearer``, realtime/tokens.py) for clients without a browser. In embedded mode
 (WORKFLOW_EXECUTOR=embedded) the process also runs sessions: the executor starts on the
 first connection or request, or at lifespan start-up under servers that send it (uvicorn),
 and stops at lifespan shutdown: its runs are left, leases released, to the next executor.
@@ -19,13 +20,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from realtime.tokens import TokenAuthMiddleware  # noqa: E402
 from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -17,9 +17,15 @@ from typing import Any
 from django.conf import settings
 from django.contrib import auth
 
+from realtime.tokens import authenticate
+
 
 def current_user(scope: dict[str, Any]) -> Any | None:
-    """The socket's user if their login is still valid now, else None (synchronous)."""
+    """The socket's user if their login (or API token) is still valid now, else None
+    (synchronous)."""
+    if scope.get("api_token"):
+        found = authenticate(scope["api_token"])
+        return found.user if found is not None else None
     connected = scope.get("session")
     key = getattr(connected, "session_key", None)
     if not key:

@@ -24,6 +24,7 @@ from realtime.hub import get_hub
 from realtime.rooms import CommandRefused, RoomNotFound, get_backend
 from realtime.snapshots import initial_frames
 from realtime.timestamps import now_iso
+from realtime.tokens import within_scope
 from realtime.viewer import Viewer
 from realtime.vocabulary import WATCHER_COMMANDS, Access, CommandName, EventName
 
@@ -75,6 +76,8 @@ def _execute(scope: dict[str, Any], session_id: str, command: protocol.Command) 
     user = current_user(scope)
     if user is None:
         raise _LoggedOut
+    if scope.get("api_scope") == Access.WATCH:
+        raise CommandRefused("forbidden", "this API token may only watch")
     return get_backend().execute(user=user, session_id=session_id, command=command)
 
 
@@ -85,9 +88,16 @@ def _recheck(scope: dict[str, Any], session_id: str) -> tuple[bool, Access | Non
     if user is None:
         return False, None
     try:
-        return True, get_backend().access(user=user, session_id=session_id)
+        access = get_backend().access(user=user, session_id=session_id)
     except RoomNotFound:
         return True, None
+    return True, _capped(scope, access)
+
+
+def _capped(scope: dict[str, Any], access: Access | None) -> Access | None:
+    """A watch-only API token never controls, whatever its user may do."""
+    api_scope = scope.get("api_scope")
+    return within_scope(access, Access(api_scope)) if api_scope else access
 
 
 def _parse_last_seq(query_string: bytes) -> tuple[bool, int | None]:
@@ -131,6 +141,7 @@ class SessionConsumer(OneCoroutineConsumer):
         if not exists:
             await self._close_with(4404)
             return
+        access = _capped(self.scope, access)
         if access is None:
             await self._close_with(4403)
             return

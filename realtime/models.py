@@ -9,9 +9,10 @@ opens a log when it creates a session and deletes it with the session (its event
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
-from realtime.vocabulary import EventName
+from realtime.vocabulary import Access, EventName
 
 
 class SessionLog(models.Model):
@@ -45,3 +46,31 @@ class SessionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.event}"
+
+
+class ApiToken(models.Model):
+    """A programmatic client's credential (AG-UI, WebSocket): only its SHA-256 digest is kept.
+
+    The secret is shown once, when the token is made (``realtime.tokens.issue_token``); a
+    token acts as its user, never beyond ``scope`` (watch: see only; control: drive too).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=12, editable=False, help_text="first characters, to recognise it")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    scope = models.CharField(max_length=10, choices=[(a.value, a.value) for a in Access],
+                             default=Access.WATCH)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else self.scope
+        return f"{self.prefix}… ({self.user}, {state})"

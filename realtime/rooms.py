@@ -3,7 +3,7 @@
 realtime serves a session's room (snapshot, replay, live events, commands) but knows nothing
 of who may see a session, what a session or its workflow looks like, or what a command does.
 The app that owns sessions implements ``RoomBackend`` and registers it once, from its
-``AppConfig.ready()``; the consumer and the snapshot builder only ever call these four
+``AppConfig.ready()``; the consumer, the snapshot builder and the AG-UI endpoint only ever call these
 methods. That keeps the dependency one way (the owning app imports realtime, never the
 reverse) without an import hidden inside a function.
 """
@@ -46,6 +46,14 @@ class RoomBackend(Protocol):
     def execute(self, *, user: Any, session_id: str, command: Command) -> bool:
         """Carry out a control command once; True if its id was already carried out (not
         run again). Raises CommandRefused for anything the session refuses."""
+
+    def open_thread(self, *, user: Any, workflow: str, thread_id: str) -> str:
+        """The session an AG-UI thread names, made for a thread id not seen before (owned by
+        ``user``). RoomNotFound: no such workflow, or the thread's session runs another one;
+        CommandRefused("forbidden"): ``user`` may not control it."""
+
+    def unseen_messages(self, *, session_id: str, message_ids: list[str]) -> list[str]:
+        """Which AG-UI message ids the session has not taken in yet (they are taken now)."""
 
 
 _backend: Registered[RoomBackend] = Registered(

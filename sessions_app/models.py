@@ -355,3 +355,16 @@ class RunWriteReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} {self.key}"
+
+
+class AguiThread(models.Model):
+    """An AG-UI client's thread id for a session (``threadId`` when it is not the session's
+    own id), and the AG-UI message ids already taken in as participants' messages."""
+
+    session = models.OneToOneField(Session, on_delete=models.CASCADE, related_name="agui_thread")
+    thread_id = models.CharField(max_length=200, unique=True)
+    seen_message_ids = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"AG-UI thread {self.thread_id}"

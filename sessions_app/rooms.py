@@ -20,7 +20,9 @@ from sessions_app import selectors
 from sessions_app.access import session_access
 from sessions_app.commands import command_execute
 from sessions_app.models import Session
+from sessions_app.services.agui import agui_messages_unseen, agui_thread_open
 from sessions_app.services.errors import ServiceError
+from workflows.definitions import DefinitionError
 
 
 def _session(session_id: str) -> Session:
@@ -39,6 +41,20 @@ class SessionRooms:
 
     def members(self, *, session_id: str) -> dict[str, str]:
         return selectors.members_of(session_id=session_id)
+
+    def open_thread(self, *, user: Any, workflow: str, thread_id: str) -> str:
+        try:
+            session, _ = agui_thread_open(user=user, workflow_slug=workflow, thread_id=thread_id)
+        except DefinitionError:
+            raise RoomNotFound(workflow) from None
+        if session.workflow_slug != workflow:
+            raise RoomNotFound(thread_id)
+        if session_access(user=user, session=session) != Access.CONTROL:
+            raise CommandRefused("forbidden", "you may not control this thread")
+        return str(session.pk)
+
+    def unseen_messages(self, *, session_id: str, message_ids: list[str]) -> list[str]:
+        return agui_messages_unseen(session_id=session_id, message_ids=message_ids)
 
     @transaction.atomic
     def execute(self, *, user: Any, session_id: str, command: Command) -> bool:
