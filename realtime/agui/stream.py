@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -135,14 +134,17 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
     translator = Translator()
     watch = request.run_id is None
     run_id = request.run_id or f"{request.session_id}:{head}"
+    opened: int | None = None
     if request.after is not None:
         if not 0 <= request.after <= head:
             yield sse(RunErrorEvent(
                 message=f"Last-Event-ID {request.after} is not in this session's log (0..{head})",
                 code="bad_last_event_id"))
             return
-        translator.prime(log[: request.after])
+        opened = translator.prime(log[: request.after])
         backlog = log[request.after:]
+        if watch and opened is not None:
+            run_id = f"{request.session_id}:{opened}"
     else:
         translator.prime(log)
         backlog = []
@@ -154,8 +156,7 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             yield sse(_finish(request, run_id, outcome))
             return
     await hub.activate(viewer, last_seq=head, initial=[])
-    in_run = request.after is None or not watch
-    last_beat = time.monotonic()
+    in_run = request.after is None or not watch or opened is not None
     pending = list(backlog)
     while True:
         if pending:
@@ -165,7 +166,6 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
                 envelope = await asyncio.wait_for(inbox.queue.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 yield ": keep-alive\n\n"
-                last_beat = time.monotonic()
                 continue
         if envelope is _CLOSED:
             code = inbox.close_code
@@ -190,5 +190,3 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             if not watch or outcome.kind != "interrupt":
                 return
             in_run = False
-        if time.monotonic() - last_beat > KEEPALIVE_SECONDS:
-            last_beat = time.monotonic()

@@ -156,11 +156,19 @@ class Translator:
             self._close_text(node_id, emit=False)
         return events
 
-    def prime(self, envelopes: list[dict[str, Any]]) -> None:
-        """Fold what a resuming client already received, without emitting it again."""
+    def prime(self, envelopes: list[dict[str, Any]]) -> int | None:
+        """Fold what a resuming client already received, without emitting it again. Returns
+        the seq that opened the run the client is in (None: between runs), as a watch
+        stream numbers them."""
+        opened: int | None = None
         for envelope in envelopes:
-            self.translate(envelope)
+            events, outcome = self.translate(envelope)
+            if (events or outcome) and opened is None:
+                opened = envelope["seq"]
+            if outcome is not None:
+                opened = None
         self.sent_view = room_view(self.state)  # what its deltas brought it to
+        return opened
 
     # ------------------------------------------------------------------ events
     def translate(self, envelope: dict[str, Any]) -> tuple[list[BaseEvent], Outcome | None]:

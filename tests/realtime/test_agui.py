@@ -13,9 +13,10 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from pydantic import TypeAdapter
 
-from realtime.tokens import issue_token
-from sessions_app.models import Message
-from tests.workflows.helpers import install_workflows
+from realtime.models import ApiToken
+from realtime.tokens import issue_token, revoke_token
+from sessions_app.models import AguiThread, Message, Session
+from tests.workflows.helpers import create_session, install_workflows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EVENT = TypeAdapter(Event)
@@ -96,7 +97,7 @@ async def test_a_thread_runs_to_a_review_interrupt_and_resumes_to_the_end(fast, 
         )
     events2 = await read_sse(second)
     done = events2[-1][1]
-    assert done.type.value == "RUN_FINISHED" and done.outcome is None or done.outcome.type == "success"
+    assert (done.type.value == "RUN_FINISHED" and done.outcome is None) or done.outcome.type == "success"
     assert done.usage and sum(u.input_tokens for u in done.usage) > 0
     # Text streamed for each message equals the stored transcript; the user message was taken once.
     snapshot = next(e for _, e in events2 if e.type.value == "MESSAGES_SNAPSHOT")
@@ -110,3 +111,68 @@ async def test_a_thread_runs_to_a_review_interrupt_and_resumes_to_the_end(fast, 
     assert texts == stored
     users = await database_sync_to_async(lambda: list(Message.objects.filter(kind="user").values_list("text", flat=True)))()
     assert users == ["Focus on EMEA first."]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@database_sync_to_async
+def revoke(secret: str) -> None:
+    revoke_token(token=ApiToken.objects.get(prefix=secret[:10]))
+
+
+async def test_bad_requests_get_clear_errors_and_store_nothing(fast, owner, other_user):
+    token = await token_for(owner)
+    client = Bearer(token)
+    count = database_sync_to_async(Session.objects.count)
+    before = await count()
+    # RunAgentInput that does not validate: 422 with the reason.
+    bad = await client.post("/agui/demo/", json.dumps({"threadId": "t", "messages": []}))
+    assert bad.status_code == 422 and "runId" in bad.json()["error"]
+    assert (await client.post("/agui/demo/", "not json")).status_code == 422
+    # Unknown workflow: 404. Missing and revoked tokens: 401.
+    assert (await client.post("/agui/nope/", run_input("t1"))).status_code == 404
+    assert (await AsyncClient().post("/agui/demo/", run_input("t1"), content_type="application/json")).status_code == 401
+    other = await token_for(other_user)
+    await revoke(other)
+    assert (await Bearer(other).post("/agui/demo/", run_input("t1"))).status_code == 401
+    assert (await Bearer("amr_not-a-token").post("/agui/demo/", run_input("t1"))).status_code == 401
+    # A watch token cannot drive.
+    watcher = await token_for(owner, "watch")
+    assert (await Bearer(watcher).post("/agui/demo/", run_input("t1"))).status_code == 403
+    # A bad Last-Event-ID: 400.
+    bad_id = await client.post("/agui/demo/", run_input("t1"), headers={"Last-Event-ID": "x1"})
+    assert bad_id.status_code == 400
+    assert await count() == before  # nothing was created by any of these
+    # Someone else's session as a thread: 403 (mallory may not control alice's session).
+    sid = await create_session(owner, "demo")
+    assert (await Bearer(await token_for(other_user)).post("/agui/demo/", run_input(sid))).status_code == 403
+    # A session of another workflow named as the thread: 404.
+    assert (await client.post("/agui/quick-chat/", run_input(sid))).status_code == 404
+    # A cookie login needs the CSRF token on POST.
+    browser = AsyncClient(enforce_csrf_checks=True)
+    await browser.aforce_login(owner)
+    assert (await browser.post("/agui/demo/", run_input("t2"), content_type="application/json")).status_code == 403
+    # The watch stream: 404 for no session, 403 for someone else's, a clear error for a
+    # Last-Event-ID beyond the log.
+    assert (await client.get(f"/agui/sessions/{uuid.uuid4()}/events")).status_code == 404
+    assert (await Bearer(await token_for(other_user)).get(f"/agui/sessions/{sid}/events")).status_code == 403
+    beyond = await read_sse(await client.get(f"/agui/sessions/{sid}/events", headers={"Last-Event-ID": "99"}))
+    assert [(e.type.value, e.code) for _, e in beyond] == [("RUN_ERROR", "bad_last_event_id")]
+
+
+async def test_the_watch_stream_resumes_after_last_event_id_without_loss_or_repeat(fast, executor, owner):
+    token = await token_for(owner, "watch")
+    control = Bearer(await token_for(owner))
+    thread = f"thread-{uuid.uuid4().hex[:8]}"
+    run = await read_sse(await control.post("/agui/quick-chat/", run_input(thread)))
+    assert run[-1][1].type.value == "RUN_FINISHED"
+    sid = await database_sync_to_async(
+        lambda: str(AguiThread.objects.get(thread_id=thread).session_id))()
+    whole = await read_sse(await Bearer(token).get(f"/agui/sessions/{sid}/events", headers={"Last-Event-ID": "0"}))
+    ids = [int(i) for i, _ in whole if i is not None]
+    cut = ids[len(ids) // 2]
+    upto = next(i for i, (sid_, _) in enumerate(whole) if sid_ == str(cut))
+    head = whole[: upto + 1]  # what a client had when its stream dropped
+    rest = await read_sse(await Bearer(token).get(f"/agui/sessions/{sid}/events?last_event_id={cut}"))
+    assert [e.model_dump() for _, e in head[: len(head)]] + [e.model_dump() for _, e in rest] == [
+        e.model_dump() for _, e in whole]
