@@ -151,9 +151,11 @@ class Translator:
         messages = messages_of(self.state)
         if messages:
             events.append(MessagesSnapshotEvent.model_validate({"messages": messages}))
-        # What the snapshot holds is final for the client: streaming continues in new ids.
-        for node_id in list(self.open_text):
-            self._close_text(node_id, emit=False)
+        # The client starts here: nothing is open for it. Text streaming on continues in a new
+        # message id (the snapshot holds the text so far); reasoning and steps open afresh.
+        self.open_text.clear()
+        self.open_reasoning.clear()
+        self.steps.clear()
         return events
 
     def prime(self, envelopes: list[dict[str, Any]]) -> int | None:
@@ -254,9 +256,9 @@ class Translator:
         if rid is not None:
             out += [ReasoningMessageEndEvent(message_id=rid), ReasoningEndEvent(message_id=rid)]
 
-    def _close_text(self, node_id: str, *, out: list[BaseEvent] | None = None, emit: bool = True) -> None:
+    def _close_text(self, node_id: str, *, out: list[BaseEvent]) -> None:
         mid = self.open_text.pop(node_id, None)
-        if mid is not None and emit and out is not None:
+        if mid is not None:
             out.append(TextMessageEndEvent(message_id=mid))
 
     def _delta(self, out: list[BaseEvent]) -> None:

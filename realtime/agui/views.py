@@ -40,6 +40,7 @@ from realtime.tokens import authenticate, bearer_secret, within_scope
 from realtime.vocabulary import Access, CommandName, SessionStatus
 
 MAX_BODY = 1_000_000
+OUR_USER_MESSAGE_PREFIX = "user:"
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -127,7 +128,10 @@ def _drive(user: Any, workflow: str, input_: RunAgentInput) -> str:
         raise _Refused(404, "not_found", "no such workflow or thread") from None
     except CommandRefused as exc:
         raise _Refused(403, exc.code, exc.message) from None
-    user_messages = [m for m in input_.messages if m.role == "user" and _text(m.content).strip()]
+    # ``user:<id>`` messages are ours (a participant's message as we streamed it): a client
+    # sending the conversation back must not post them again.
+    user_messages = [m for m in input_.messages if m.role == "user" and _text(m.content).strip()
+                     and not m.id.startswith(OUR_USER_MESSAGE_PREFIX)]
     new = set(backend.unseen_messages(session_id=session_id, message_ids=[m.id for m in user_messages]))
     header = backend.describe(session_id=session_id)["session"]
     try:
