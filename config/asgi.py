@@ -20,14 +20,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
-from realtime.tokens import TokenAuthMiddleware  # noqa: E402
+from realtime.tokens import BearerWithoutOrigin, TokenAuthMiddleware  # noqa: E402
 from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        "websocket": BearerWithoutOrigin(
+            checked=AllowedHostsOriginValidator(
+                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+            with_token=TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
         ),
     }
 )

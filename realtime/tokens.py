@@ -118,3 +118,21 @@ class TokenAuthMiddleware:
                          api_scope=found.scope if found else None,
                          user=found.user if found else AnonymousUser())
         return await self.inner(scope, receive, send)
+
+
+class BearerWithoutOrigin:
+    """ASGI: a WebSocket that carries a bearer token and no ``Origin`` goes straight to
+    ``with_token``; everything else to ``checked`` (origin validation).
+
+    Browsers always send ``Origin`` on a WebSocket, so a page on another site cannot get
+    past the origin check this way (and cannot set ``Authorization`` on a WebSocket at all);
+    a program without a browser sends no ``Origin`` and proves itself with its token."""
+
+    def __init__(self, *, checked: Any, with_token: Any) -> None:
+        self.checked = checked
+        self.with_token = with_token
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if header(scope, b"origin") is None and bearer_secret(header(scope, b"authorization")):
+            return await self.with_token(scope, receive, send)
+        return await self.checked(scope, receive, send)

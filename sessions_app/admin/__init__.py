@@ -7,6 +7,6 @@ session, its event log and the summary. Members are the one editable part (throu
 member services, ``admin/members.py``).
 """
 
-from sessions_app.admin import members, runtime, sessions
+from sessions_app.admin import members, runtime, sessions, tokens
 
-__all__ = ["members", "runtime", "sessions"]
+__all__ = ["members", "runtime", "sessions", "tokens"]
