@@ -19,13 +19,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from realtime.agui.cutoff import CutOffSlowStreams  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from realtime.tokens import BearerWithoutOrigin, TokenAuthMiddleware  # noqa: E402
 from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": CutOffSlowStreams(django_asgi_app),
         "websocket": BearerWithoutOrigin(
             checked=AllowedHostsOriginValidator(
                 AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))

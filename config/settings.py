@@ -223,7 +223,7 @@ REPLAY_MAX_EVENTS = env_int("REPLAY_MAX_EVENTS", 100000)  # further behind -> re
 EVENT_FLUSH_MAX = env_int("EVENT_FLUSH_MAX", 2000)  # events per batched insert
 
 # --- workflows -------------------------------------------------------------------
-WORKFLOW_DIR = BASE_DIR / "workflows" / "definitions"
+WORKFLOW_DIR = Path(os.environ.get("WORKFLOW_DIR") or BASE_DIR / "workflows" / "definitions")
 # "embedded": the web process runs sessions itself; "worker": only `manage.py run_worker`.
 WORKFLOW_EXECUTOR = os.environ.get("WORKFLOW_EXECUTOR", "embedded")
 WORKER_LEASE_SECONDS = env_float("WORKER_LEASE_SECONDS", 15.0)

@@ -54,6 +54,7 @@ class StreamRequest:
     run_id: str | None  # the POST's runId; None: a watch stream (runs numbered by seq)
     after: int | None  # Last-Event-ID: continue after this seq (no snapshot)
     recheck: Any = None  # async callable: False when the client may no longer watch
+    cut: asyncio.Event | None = None  # set to cut a client off (realtime.agui.cutoff)
 
 
 def sse(event: BaseEvent, seq: int | None = None) -> str:
@@ -90,9 +91,10 @@ def _now_outcome(state: dict[str, Any]) -> Outcome | None:
 class _Inbox:
     """What the hub hands the stream: our frames, parsed, in order; or the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, cut: asyncio.Event | None) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.WS_SEND_BUFFER_EVENTS)
         self.close_code: int | None = None
+        self.cut = cut
 
     async def send(self, message: dict[str, Any]) -> None:
         frame = json.loads(message["text"])
@@ -102,13 +104,15 @@ class _Inbox:
 
     async def close(self, code: int) -> None:
         self.close_code = code
+        if code == 4409 and self.cut is not None:
+            self.cut.set()  # the client is not reading: its response is stuck in the server
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(_CLOSED)
 
 
 async def agui_stream(request: StreamRequest) -> AsyncIterator[str]:
     """The SSE text of one AG-UI stream."""
-    hub, inbox = get_hub(), _Inbox()
+    hub, inbox = get_hub(), _Inbox(request.cut)
     viewer = Viewer(session_id=request.session_id, user=request.user.get_username(),
                     send=inbox.send, close=inbox.close, user_id=str(request.user.pk))
     if request.recheck is not None:

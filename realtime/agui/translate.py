@@ -62,6 +62,13 @@ _NO_CUSTOM = frozenset({
 })
 
 
+# Events that never move the room view (room_view): no STATE_DELTA is computed for them.
+_VIEW_UNCHANGED = frozenset({
+    EventName.TOKEN_STREAM, EventName.TOOL_CALL_START, EventName.TOOL_CALL_ARGS,
+    EventName.TOOL_CALL_END, EventName.TOOL_CALL_RESULT, EventName.USER_MESSAGE,
+})
+
+
 @dataclass
 class Outcome:
     """How the current AG-UI run ends, when an event ends it."""
@@ -217,7 +224,8 @@ class Translator:
         if outcome is not None:
             for node_id in list(self.open_text):
                 self._close_text(node_id, out=out)
-        self._delta(out)
+        if name not in _VIEW_UNCHANGED:
+            self._delta(out)
         return out, outcome
 
     def _tokens(self, data: dict[str, Any], out: list[BaseEvent]) -> None:

@@ -32,6 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from pydantic import ValidationError
 
+from realtime.agui.cutoff import SCOPE_KEY as CUT
 from realtime.agui.stream import StreamRequest, agui_stream
 from realtime.protocol import Command, ProtocolError, parse_command
 from realtime.rooms import CommandRefused, RoomNotFound, get_backend
@@ -175,7 +176,7 @@ async def run_agent(request: HttpRequest, workflow: str) -> HttpResponse:
     except _Refused as exc:
         return _error(exc.status, exc.code, exc.message)
     return _stream(StreamRequest(session_id=session_id, user=user, thread_id=input_.thread_id,
-                                 run_id=input_.run_id, after=after))
+                                 run_id=input_.run_id, after=after, cut=request.scope.get(CUT)))
 
 
 @require_GET
@@ -197,7 +198,8 @@ async def watch(request: HttpRequest, session_id: str) -> HttpResponse:
         return again is not None and await _access(again, str(session_id), scope) not in (None, "missing")
 
     return _stream(StreamRequest(session_id=str(session_id), user=user, thread_id=str(session_id),
-                                 run_id=None, after=after, recheck=recheck))
+                                 run_id=None, after=after, recheck=recheck,
+                                 cut=request.scope.get(CUT)))
 
 
 @database_sync_to_async

@@ -3,6 +3,7 @@ with ag-ui-protocol's own models (anything that does not parse fails the test)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -16,7 +17,14 @@ from pydantic import TypeAdapter
 from realtime.models import ApiToken
 from realtime.tokens import issue_token, revoke_token
 from sessions_app.models import AguiThread, Message, Session
-from tests.workflows.helpers import create_session, install_workflows
+from tests.workflows.helpers import (
+    command,
+    create_session,
+    install_workflows,
+    is_event,
+    wait_event,
+    wait_finished,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EVENT = TypeAdapter(Event)
@@ -176,3 +184,49 @@ async def test_the_watch_stream_resumes_after_last_event_id_without_loss_or_repe
     rest = await read_sse(await Bearer(token).get(f"/agui/sessions/{sid}/events?last_event_id={cut}"))
     assert [e.model_dump() for _, e in head[: len(head)]] + [e.model_dump() for _, e in rest] == [
         e.model_dump() for _, e in whole]
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_changes_nothing(fast, executor, owner):
+    """The ASGI app as a server runs it, with a client whose connection stops taking data
+    (the server's send never returns): once WS_SEND_BUFFER_EVENTS events wait for it the
+    stream is cut off (the app returns, so the server drops the connection), like a slow
+    WebSocket viewer; the session runs to its end unchanged."""
+    from config.asgi import router
+
+    fast.WS_SEND_BUFFER_EVENTS = 40
+    fast.TOKEN_COALESCE_MS = 0
+    sid = await create_session(owner, "demo")
+    token = await token_for(owner, "watch")
+    sent: list[bytes] = []
+    stuck = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message.get("body", b""))
+            if len(sent) >= 3:  # the client stops reading: this send never completes
+                stuck.set()
+                await asyncio.Event().wait()
+
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # no disconnect: the client is there, just not reading
+        return {}
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": f"/agui/sessions/{sid}/events", "raw_path": b"",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())]}
+    app = asyncio.ensure_future(router(scope, receive, send))
+    await asyncio.sleep(0.3)
+    assert await command(sid, owner, "start_session") is None
+    await asyncio.wait_for(stuck.wait(), 30)
+    await asyncio.wait_for(app, 30)  # cut off: the app returned with its response unfinished
+    assert not any(b"RUN_FINISHED" in chunk for chunk in sent)
+    ask = await wait_event(sid, is_event("human_interaction_required"), timeout=30)
+    assert await command(sid, owner, "submit_review", node_id=ask["data"]["node_id"],
+                         decision="approve") is None
+    assert await wait_finished(sid, timeout=60) == "completed"

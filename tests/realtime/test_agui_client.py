@@ -15,7 +15,14 @@ import pytest
 from ag_ui.core import Event
 from pydantic import TypeAdapter
 
-from tests.servers import ROOT, create_session, create_user, daphne, manage, server_env
+from tests.servers import (
+    ROOT,
+    create_session,
+    create_user,
+    daphne,
+    manage,
+    server_env,
+)
 
 AGUI = ROOT / "tests" / "agui"
 pytestmark = [pytest.mark.slow]
@@ -79,3 +86,4 @@ def test_three_agui_clients_drive_join_and_resume(tmp_path: Path):
         if event["type"] == "TEXT_MESSAGE_CONTENT" and not event["messageId"].startswith("user:"):
             texts[event["messageId"]] = texts.get(event["messageId"], "") + event["delta"]
     assert texts == stored  # nothing lost across the drop
+
