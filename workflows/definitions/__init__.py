@@ -77,6 +77,7 @@ from workflows.definitions.loading import list_workflows, load_file, load_workfl
 from workflows.definitions.models import ID_RE, SLUG_RE
 from workflows.definitions.spec import (
     AgentSpec,
+    AguiSpec,
     McpServerSpec,
     NodeSpec,
     ToolSpec,
@@ -87,6 +88,7 @@ __all__ = [
     "ID_RE",
     "SLUG_RE",
     "AgentSpec",
+    "AguiSpec",
     "DefinitionError",
     "McpServerSpec",
     "NodeSpec",

@@ -31,9 +31,11 @@ from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
 from workflows.nodes.prompt import build_request
+from workflows.nodes.remote import RemoteRelay
 from workflows.nodes.tool_calls import CallStream, run_call
 from workflows.pricing import cost_usd
 from workflows.providers import (
+    Chunk,
     CompletionRequest,
     ProviderError,
     ToolCallDelta,
@@ -148,6 +150,8 @@ class AgentExecutor:
         assert this.node.agent is not None and this.request is not None
         provider = get_provider(this.node.agent.provider)
         stream = provider.stream(this.request)
+        # A remote AG-UI agent's own tool calls and interrupts (workflows/nodes/remote.py).
+        relay = RemoteRelay(run=run, node=this.node, coalescer=this.coalescer)
         this.usage = None
         this.streamed = 0
         started = time.monotonic()
@@ -164,14 +168,21 @@ class AgentExecutor:
                 if isinstance(item, ToolCallDelta):
                     if calls is not None:
                         calls.add(item)
-                else:
+                elif isinstance(item, Chunk):
                     this.coalescer.add(item)
+                else:
+                    await relay.relay(item)
                 this.coalescer.check()
                 this.streamed += 1
                 await self._checkpoint(run, this)
             outcome = metrics.CallOutcome.OK
-        except asyncio.CancelledError:
+            await relay.close(None)
+        except asyncio.CancelledError as exc:
             outcome = metrics.CallOutcome.CANCELLED
+            await relay.close(exc)
+            raise
+        except Exception as exc:
+            await relay.close(exc)
             raise
         finally:
             # Close the provider call now (HTTP stream, client), not when it is collected.
