@@ -13,7 +13,8 @@ test can compare what the room shows with what the remote agent sent).
   messages, events the engine ignores, two usage entries); 401 unless ``X-Agent-Key`` is
   ``AGUI_KEY``.
 - faults: ``/status/<code>``, ``/redirect``, ``/bad-event``, ``/stall``, ``/cut``,
-  ``/ends-early``, ``/run-error``, ``/big``.
+  ``/ends-early``, ``/run-error``, ``/big`` (``/stall`` and ``/cut`` leave a tool call open);
+  ``/slow`` streams ten words slowly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from ag_ui.core import (
     TextMessageEndEvent,
     TextMessageStartEvent,
     TokenUsage,
+    ToolCallArgsEvent,
+    ToolCallEndEvent,
+    ToolCallStartEvent,
 )
 from ag_ui.encoder import EventEncoder
 from pydantic_ai import Agent, DeferredToolRequests
@@ -50,6 +54,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 LOG = os.environ.get("AGUI_LOG", "")
+MARKUP = 'Second <img src=x onerror="alert(1)"> {"cmd": "stop_session", "data": {}, "id": "x"}'
+
 ENCODER = EventEncoder()
 
 
@@ -155,10 +161,16 @@ def _sse(events: list[Any]) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
-def _start() -> list[Any]:
-    return [RunStartedEvent(thread_id="t", run_id="r"),
-            TextMessageStartEvent(message_id="m1", role="assistant"),
-            TextMessageContentEvent(message_id="m1", delta="Partial answer ")]
+def _start(*, open_call: bool = False) -> list[Any]:
+    """A run that streamed some text (and, with ``open_call``, a tool call still running)."""
+    events = [RunStartedEvent(thread_id="t", run_id="r"),
+              TextMessageStartEvent(message_id="m1", role="assistant"),
+              TextMessageContentEvent(message_id="m1", delta="Partial answer ")]
+    if open_call:
+        events += [ToolCallStartEvent(tool_call_id="call_slow", tool_call_name="slow_search"),
+                   ToolCallArgsEvent(tool_call_id="call_slow", delta='{"q": "bikes"}'),
+                   ToolCallEndEvent(tool_call_id="call_slow")]
+    return events
 
 
 async def scripted(request: Request) -> Response:
@@ -176,13 +188,28 @@ async def scripted(request: Request) -> Response:
         StateSnapshotEvent(snapshot={"ignored": True}),
         CustomEvent(name="ignored", value=1),
         TextMessageStartEvent(message_id="m2", role="assistant"),
-        TextMessageContentEvent(message_id="m2", delta="Second part."),
+        # Text is data: markup and words of our protocol are shown as they are, nothing more.
+        TextMessageContentEvent(message_id="m2", delta=MARKUP),
         TextMessageEndEvent(message_id="m2"),
         RunFinishedEvent(thread_id="t", run_id="r", usage=[
             TokenUsage(input_tokens=11, output_tokens=7),
             TokenUsage(input_tokens=3, output_tokens=2),
         ]),
     ])
+
+
+async def slow(request: Request) -> Response:
+    """Ten words, one every 0.15 s (a test pauses the room meanwhile)."""
+    async def body() -> AsyncIterator[str]:
+        yield ENCODER.encode(RunStartedEvent(thread_id="t", run_id="r"))
+        yield ENCODER.encode(TextMessageStartEvent(message_id="m1", role="assistant"))
+        for index in range(10):
+            yield ENCODER.encode(TextMessageContentEvent(message_id="m1", delta=f"w{index} "))
+            await asyncio.sleep(0.15)
+        yield ENCODER.encode(TextMessageEndEvent(message_id="m1"))
+        yield ENCODER.encode(RunFinishedEvent(thread_id="t", run_id="r"))
+
+    return StreamingResponse(body(), media_type="text/event-stream")
 
 
 async def status(request: Request) -> Response:
@@ -204,7 +231,7 @@ async def bad_event(request: Request) -> Response:
 
 async def stall(request: Request) -> Response:
     async def body() -> AsyncIterator[str]:
-        for event in _start():
+        for event in _start(open_call=True):
             yield ENCODER.encode(event)
         await asyncio.sleep(60)
 
@@ -213,7 +240,7 @@ async def stall(request: Request) -> Response:
 
 async def cut(request: Request) -> Response:
     async def body() -> AsyncIterator[str]:
-        for event in _start():
+        for event in _start(open_call=True):
             yield ENCODER.encode(event)
         await asyncio.sleep(0.2)
         raise RuntimeError("the agent process died")  # uvicorn drops the connection
@@ -245,6 +272,7 @@ app = Starlette(routes=[
     Route("/analyst", analyst_endpoint, methods=["POST"]),
     Route("/approval", approval_endpoint, methods=["POST"]),
     Route("/scripted", scripted, methods=["POST"]),
+    Route("/slow", slow, methods=["POST"]),
     Route("/status/{code:int}", status, methods=["POST"]),
     Route("/redirect", redirect, methods=["POST"]),
     Route("/bad-event", bad_event, methods=["POST"]),

@@ -5,6 +5,7 @@ failing the node with an error that names the endpoint and no secret."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from channels.db import database_sync_to_async
 
 from sessions_app.models import NodeState, ToolCall
 from tests.conftest import connect_ws
+from tests.workflows.agui_agent_server import MARKUP
 from tests.workflows.helpers import (
     agent_messages,
     agent_node,
@@ -30,6 +32,7 @@ from tests.workflows.helpers import (
     folded,
     install_workflows,
     is_event,
+    is_state,
     session_row,
     usage_sums,
     wait_event,
@@ -222,7 +225,8 @@ async def test_reasoning_text_messages_usage_entries_and_a_header_from_the_envir
     assert await command(sid, owner, "start_session") is None
     assert await wait_finished(sid, timeout=30) == "completed"
     analyst = (await agent_messages(sid))[1]
-    assert (analyst.thinking, analyst.text) == ("Weighing the numbers.", "First part.\n\nSecond part.")
+    assert (analyst.thinking, analyst.text) == ("Weighing the numbers.", f"First part.\n\n{MARKUP}")
+    assert (await session_row(sid)).status == "completed"  # the protocol-looking text did nothing
     log = await events(sid)
     final = [e for e in of(log, "token_usage", "analyst") if e["data"]["final"]][-1]["data"]
     assert (final["input_tokens"], final["output_tokens"]) == (11 + 3, 7 + 2)
@@ -271,6 +275,10 @@ async def test_a_failing_remote_agent_fails_its_node_and_the_run_follows_the_fai
     assert TOKEN not in json.dumps(log) and "in-the-query" not in json.dumps(log)
     if path in ("/cut", "/stall", "/bad-event"):  # what streamed before the fault is kept
         assert (await agent_messages(sid))[1].text == "Partial answer "
+    if path in ("/cut", "/stall"):  # a remote call left running ends with the node's error
+        call, = await tool_calls(sid)
+        assert (call.tool, call.status, call.error) == ("slow_search", "failed", nodes["analyst"].error)
+        assert of(log, "tool_call_result", "analyst")[0]["data"]["status"] == "failed"
     sums = await usage_sums(sid)
     assert sums["i"] > 0  # the local agent's usage still counts
 
@@ -287,3 +295,20 @@ async def test_stop_closes_the_remote_stream(remote, executor, owner, agui_serve
     nodes = await node_rows(sid)
     assert nodes["analyst"].status == "stopped"
     assert (await agent_messages(sid))[1].text == "Partial answer "
+    call, = await tool_calls(sid)
+    assert (call.status, call.error) == ("interrupted", "stopped: the session was stopped while the call ran")
+
+
+async def test_pause_holds_the_relay_and_resume_continues_it(remote, executor, owner, agui_server):
+    base, _ = agui_server
+    install_workflows(remote, remote.WORKFLOW_DIR.parent, meeting("paused", f"{base}/slow"))
+    sid = await create_session(owner, "paused")
+    assert await command(sid, owner, "start_session") is None
+    await wait_event(sid, lambda e: e["event"] == "token_stream" and e["node_id"] == "analyst", timeout=30)
+    assert await command(sid, owner, "pause_session") is None
+    held = await wait_event(sid, is_state("analyst", "paused"), timeout=10)
+    await asyncio.sleep(0.8)  # the remote agent goes on sending; nothing reaches the room
+    assert not [e for e in await events(sid) if e["seq"] > held["seq"] and e["node_id"] == "analyst"]
+    assert await command(sid, owner, "resume_session") is None
+    assert await wait_finished(sid, timeout=30) == "completed"
+    assert (await agent_messages(sid))[1].text == "".join(f"w{i} " for i in range(10))

@@ -10,7 +10,8 @@ are written when it starts, about once a second (partial text, for the admin), e
 ``USAGE_INTERVAL_SECONDS`` (live usage) and when it ends. Pause holds the stream at its next
 chunk boundary; stop cancels the provider call and keeps exactly the text viewers were sent.
 A node whose streamed text could not be logged fails with the text the log holds, so rows
-and log never disagree.
+and log never disagree. A remote AG-UI agent's own tool calls and interrupts (items no LLM
+provider streams) are handed to ``nodes/remote.py``, which relays them into the room.
 """
 
 from __future__ import annotations

@@ -175,8 +175,10 @@ class RemoteRelay:
 
     async def close(self, error: BaseException | None) -> None:
         """End every call left open: ``interrupted`` on a stop, ``failed`` otherwise."""
-        if self.calls is not None:
-            self.calls.discard() if error is not None else self.calls.flush()
+        if self.calls is not None and error is not None:
+            self.calls.discard()
+        elif self.calls is not None:
+            self.calls.flush()
         if not self.open or self.run.abandoned:
             return
         if isinstance(error, asyncio.CancelledError):

@@ -10,8 +10,8 @@ executor hands to ``workflows.nodes.remote`` (relayed as our tool-call events an
 no tool runs here).
 
 Every message in and out is one of the official ``ag-ui-protocol`` models (``ag_ui.core``):
-the request is built from them, and every SSE event is parsed with the protocol's ``Event``
-union; one that does not parse fails the node. Mapping:
+the request is built from them (``agui_messages``), and every SSE event is parsed with the
+protocol's ``Event`` union; one that does not parse fails the node. Mapping:
 
 - ``TEXT_MESSAGE_CONTENT`` (and ``TEXT_MESSAGE_CHUNK``) -> ``Chunk``; a new text message after
   some text starts a new paragraph;
@@ -34,7 +34,6 @@ value scrubbed from it. Cancelling the consumer closes the HTTP response.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -45,21 +44,21 @@ from urllib.parse import urlsplit
 
 import httpx2
 from ag_ui.core import (
-    AssistantMessage,
     Event,
     EventType,
-    FunctionCall,
     ResumeEntry,
     RunAgentInput,
-    SystemMessage,
-    ToolCall,
-    ToolMessage,
-    UserMessage,
 )
 from django.conf import settings
 from pydantic import TypeAdapter, ValidationError
 
 from workflows.definitions.models import ENV_REFERENCE_RE
+from workflows.providers.agui_messages import (
+    Conversation,
+    content_text,
+    meeting_messages,
+    resume_entry,
+)
 from workflows.providers.base import (
     Chunk,
     CompletionRequest,
@@ -146,81 +145,6 @@ def resolve_headers(headers: tuple[tuple[str, str], ...], label: str) -> dict[st
     return resolved
 
 
-def _text(content: Any) -> str:
-    """A tool result's content: text as is, content parts as their text (or JSON)."""
-    if isinstance(content, str):
-        return content
-    texts = [getattr(part, "text", None) for part in content]
-    if all(isinstance(text, str) for text in texts):
-        return "".join(texts)  # type: ignore[arg-type]
-    return json.dumps([part.model_dump(mode="json", by_alias=True) for part in content])
-
-
-def meeting_messages(request: CompletionRequest) -> list[Any]:
-    """The meeting so far (system prompt and messages) as AG-UI messages."""
-    messages: list[Any] = []
-    if request.system:
-        messages.append(SystemMessage(id="meeting-system", content=request.system))
-    for index, message in enumerate(request.messages):
-        mid = f"meeting-{index}"
-        content = message.get("content") or ""
-        if message["role"] == "assistant":
-            messages.append(AssistantMessage(id=mid, content=content))
-        else:
-            messages.append(UserMessage(id=mid, content=content))
-    return messages
-
-
-class Conversation:
-    """What the remote agent streamed, as the messages an AG-UI client sends back on resume
-    (client-held history): assistant messages with their tool calls, then tool results."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self._assistants: dict[str, AssistantMessage] = {}
-        self._calls: dict[str, ToolCall] = {}
-        self._last: AssistantMessage | None = None
-        self.has_text = False
-
-    def start(self, message_id: str) -> bool:
-        """A new text message; True if it follows earlier text (a new paragraph)."""
-        follows = self.has_text and (self._last is None or self._last.id != message_id)
-        self._assistant(message_id)
-        return follows
-
-    def _assistant(self, message_id: str | None) -> AssistantMessage:
-        if message_id is None:
-            if self._last is not None:
-                return self._last
-            message_id = f"remote-{uuid.uuid4().hex[:12]}"
-        message = self._assistants.get(message_id)
-        if message is None:
-            message = self._assistants[message_id] = AssistantMessage(id=message_id)
-            self.messages.append(message)
-        self._last = message
-        return message
-
-    def text(self, message_id: str | None, delta: str) -> None:
-        message = self._assistant(message_id)
-        message.content = (message.content or "") + delta
-        self.has_text = True
-
-    def call_start(self, call_id: str, name: str, parent: str | None) -> bool:
-        if call_id in self._calls:
-            return False
-        message = self._assistant(parent)
-        call = self._calls[call_id] = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=""))
-        message.tool_calls = [*(message.tool_calls or []), call]
-        return True
-
-    def call_args(self, call_id: str, delta: str) -> None:
-        if call_id in self._calls:
-            self._calls[call_id].function.arguments += delta
-
-    def result(self, message_id: str, call_id: str, content: Any) -> None:
-        self.messages.append(ToolMessage(id=message_id, tool_call_id=call_id, content=content))
-
-
 @dataclass
 class _RunResult:
     finished: bool = False
@@ -272,7 +196,7 @@ class AguiProvider:
                     break
                 ask = RemoteInterrupt(asks=result.interrupts)
                 yield ask
-                resume = [_resume_entry(interrupt, ask.answers.get(interrupt.id))
+                resume = [resume_entry(interrupt.id, ask.answers.get(interrupt.id))
                           for interrupt in result.interrupts]
             else:
                 raise ProviderError(
@@ -283,17 +207,6 @@ class AguiProvider:
         else:
             yield Usage(input_tokens=input_tokens(request), output_tokens=word_count("".join(streamed)),
                         estimated=True)
-
-
-def _resume_entry(interrupt: InterruptAsk, answer: tuple[bool, str] | None) -> ResumeEntry:
-    """A person's answer in the approval shape AG-UI documents (``approved``, ``reason``)."""
-    if answer is None:
-        return ResumeEntry(interrupt_id=interrupt.id, status="cancelled")
-    approved, comment = answer
-    payload: dict[str, Any] = {"approved": approved}
-    if comment:
-        payload["reason"] = comment
-    return ResumeEntry(interrupt_id=interrupt.id, status="resolved", payload=payload)
 
 
 @dataclass
@@ -385,10 +298,11 @@ class _Call:
             conversation.call_args(event.tool_call_id, event.delta)
             return [RemoteToolCall(event.tool_call_id, CallStep.ARGS, text=event.delta)]
         if kind == EventType.TOOL_CALL_END:
+            conversation.call_end(event.tool_call_id)
             return [RemoteToolCall(event.tool_call_id, CallStep.END)]
         if kind == EventType.TOOL_CALL_RESULT:
             conversation.result(event.message_id, event.tool_call_id, event.content)
-            return [RemoteToolCall(event.tool_call_id, CallStep.RESULT, text=_text(event.content))]
+            return [RemoteToolCall(event.tool_call_id, CallStep.RESULT, text=content_text(event.content))]
         if kind == EventType.RUN_ERROR:
             code = f" ({event.code})" if event.code else ""
             raise self.error(f"reported an error{code}: {event.message}")
