@@ -14,7 +14,7 @@ test can compare what the room shows with what the remote agent sent).
   ``AGUI_KEY``.
 - faults: ``/status/<code>``, ``/redirect``, ``/bad-event``, ``/stall``, ``/cut``,
   ``/ends-early``, ``/run-error``, ``/big`` (``/stall`` and ``/cut`` leave a tool call open);
-  ``/slow`` streams ten words slowly.
+  ``/slow`` streams ten words slowly; ``/ask`` interrupts about no tool call.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from typing import Any
 import uvicorn
 from ag_ui.core import (
     CustomEvent,
+    Interrupt,
     ReasoningMessageContentEvent,
     ReasoningMessageEndEvent,
     ReasoningMessageStartEvent,
     RunErrorEvent,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     StateSnapshotEvent,
     TextMessageContentEvent,
@@ -212,6 +214,22 @@ async def slow(request: Request) -> Response:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
+async def ask(request: Request) -> Response:
+    """An interrupt about no tool call: asks to go ahead, then says what it was told."""
+    body = json.loads(await request.body())
+    _log({"path": "/ask", "got": body})
+    if not body.get("resume"):
+        return _sse([RunStartedEvent(thread_id="t", run_id="r"), RunFinishedEvent(
+            thread_id="t", run_id="r", outcome=RunFinishedInterruptOutcome(interrupts=[
+                Interrupt(id="go-ahead", reason="confirmation", message="Publish the summary?")]))])
+    answer = body["resume"][0]
+    told = "approved" if (answer.get("payload") or {}).get("approved") else "declined"
+    return _sse([RunStartedEvent(thread_id="t", run_id="r"),
+                 TextMessageStartEvent(message_id="m9", role="assistant"),
+                 TextMessageContentEvent(message_id="m9", delta=f"I was {told}."),
+                 RunFinishedEvent(thread_id="t", run_id="r")])
+
+
 async def status(request: Request) -> Response:
     return Response("nope", status_code=int(request.path_params["code"]))
 
@@ -273,6 +291,7 @@ app = Starlette(routes=[
     Route("/approval", approval_endpoint, methods=["POST"]),
     Route("/scripted", scripted, methods=["POST"]),
     Route("/slow", slow, methods=["POST"]),
+    Route("/ask", ask, methods=["POST"]),
     Route("/status/{code:int}", status, methods=["POST"]),
     Route("/redirect", redirect, methods=["POST"]),
     Route("/bad-event", bad_event, methods=["POST"]),

@@ -214,6 +214,29 @@ async def test_a_remote_interrupt_is_our_review_and_the_answer_goes_back_with_re
         assert (call.status, call.error) == ("denied", f"denied by the reviewer: {comment}")
 
 
+async def test_an_interrupt_about_no_call_gets_its_own_card_and_its_timeout_default(
+    remote, executor, owner, agui_server
+):
+    base, log_path = agui_server
+    install_workflows(remote, remote.WORKFLOW_DIR.parent,
+                      meeting("asks", f"{base}/ask", interrupt_timeout=1, interrupt_default="reject"))
+    before = len(server_log(log_path, "/ask"))
+    sid = await create_session(owner, "asks")
+    assert await command(sid, owner, "start_session") is None
+    ask = await wait_event(sid, is_event("human_interaction_required", "analyst"), timeout=30)
+    assert (ask["data"]["tool"], json.loads(ask["data"]["arguments"])) == (
+        "interrupt:confirmation", {"message": "Publish the summary?"})
+    assert await wait_finished(sid, timeout=30) == "completed"  # nobody answered: reject applied
+    decided, = of(await events(sid), "review_submitted", "analyst")
+    assert (decided["data"]["decision"], decided["data"]["timed_out"]) == ("reject", True)
+    resume = [r["got"] for r in server_log(log_path, "/ask")[before:]][-1]["resume"]
+    assert resume == [{"interruptId": "go-ahead", "status": "resolved", "payload": {
+        "approved": False, "reason": "no decision before the timeout: default applied"}}]
+    assert (await agent_messages(sid))[1].text == "I was declined."
+    call, = await tool_calls(sid)
+    assert call.status == "denied"
+
+
 async def test_reasoning_text_messages_usage_entries_and_a_header_from_the_environment(
     remote, executor, owner, agui_server
 ):
