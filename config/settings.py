@@ -238,6 +238,12 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
 LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 60.0)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
+# Remote AG-UI agents (provider: agui, docs/engine.md): only these hosts may be called
+# (exact names, ".example.com" for a domain and its subdomains; empty = none). Redirects are
+# never followed; each response is bounded in size and in silence (connect/read timeout).
+AGUI_AGENT_ALLOWED_HOSTS = env_list("AGUI_AGENT_ALLOWED_HOSTS", "")
+AGUI_AGENT_TIMEOUT_SECONDS = env_float("AGUI_AGENT_TIMEOUT_SECONDS", 60.0)
+AGUI_AGENT_MAX_RESPONSE_BYTES = env_int("AGUI_AGENT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024)
 
 # --- operations (docs/operations.md) ---------------------------------------------------
 # /metrics (Prometheus) is served to active staff users and to clients whose own address

@@ -143,6 +143,8 @@ def workflow_view(definition: dict[str, Any]) -> dict[str, Any]:
                         "name": agent.get("name", ""),
                         "role": agent.get("role", ""),
                         "model": agent.get("model", ""),
+                        # A remote AG-UI agent (provider agui): the room shows a badge.
+                        "remote": bool(agent.get("agui")),
                     }
                     if agent
                     else None

@@ -21,6 +21,9 @@ class ProviderName(StrEnum):
 
     SCRIPTED = "scripted"
     OPENAI = "openai"
+    # A remote agent behind an AG-UI endpoint (``agents.<id>.agui``): it runs its own model
+    # and tools; the engine relays what it streams (workflows/providers/agui.py).
+    AGUI = "agui"
 
 
 class ReviewStatus(models.TextChoices):

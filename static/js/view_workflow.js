@@ -61,7 +61,16 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
             "span",
             { class: "node-main" },
             h("span", { class: "node-title" }, node.title || node.id),
-            h("span", { class: "node-sub" }, agentName ? h("span", { class: "node-agent" }, agentName) : null, status, time),
+            h(
+              "span",
+              { class: "node-sub" },
+              agentName ? h("span", { class: "node-agent" }, agentName) : null,
+              node.agent?.remote
+                ? h("span", { class: "badge-remote", title: "A remote AG-UI agent", "data-testid": `remote-${node.id}` }, "remote")
+                : null,
+              status,
+              time,
+            ),
             error,
           ),
           reviewBtn,

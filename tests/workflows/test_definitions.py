@@ -334,7 +334,7 @@ def test_unknown_model(tmp_path):
 
 def test_unknown_provider(tmp_path):
     err = load_error(tmp_path, mutated(lambda d: d["agents"]["critic"].update(provider="anthropic")))
-    assert err.detail == "agents.critic.provider: Input should be 'scripted' or 'openai'"
+    assert err.detail == "agents.critic.provider: Input should be 'scripted', 'openai' or 'agui'"
 
 
 def test_duplicate_node_id(tmp_path):

@@ -21,10 +21,15 @@ File format (``<WORKFLOW_DIR>/<slug>.yaml``; the file name must equal the slug):
         name: Moderator              # required, display name
         role: Keeps the meeting on track   # required, one line
         model: scripted-small        # required, must be priced in workflows.pricing
-        provider: scripted           # optional: scripted (default) | openai
+        provider: scripted           # optional: scripted (default) | openai | agui
         prompt: You are ...          # required, the system prompt
         tools: [calculator]          # optional: built-in tools and MCP servers' tools
         max_tool_rounds: 4           # optional, 1..50 (docs/engine.md, "Tools")
+        agui:                        # required with provider agui, forbidden otherwise
+          url: https://host/path     # the remote AG-UI endpoint (http or https, no user@)
+          headers: {Authorization: Bearer ${AGUI_TOKEN}}   # optional; ${NAME}: env, per call
+          interrupt_timeout: 300     # optional, seconds >= 1 or null (forever)
+          interrupt_default: reject  # optional: approve | reject
     mcp_servers: {}                  # optional: id -> {command, args, env} or {url}
     nodes:                           # required, at least one node
       - id: brief                    # required, unique, ^[a-z][a-z0-9_]{0,39}$
@@ -64,6 +69,9 @@ after loading):
     again; once ``max_rounds`` rejections have been spent, the next review round is approved
     automatically with a note saying so, so a session can never loop forever.
 
+A remote AG-UI agent (``provider: agui``, docs/engine.md "Remote AG-UI agents") runs its own
+tools, so it has no ``tools``; its header names are HTTP tokens and their values one line.
+
 The dependencies must not form a cycle. Any key not listed above, at any level, is an
 error. ``DefinitionError`` messages name the file, the node and the path to the bad field,
 e.g. ``workflows/definitions/bad.yaml: node 'x': depends_on: unknown node 'y'`` or
@@ -77,6 +85,7 @@ from workflows.definitions.loading import list_workflows, load_file, load_workfl
 from workflows.definitions.models import ID_RE, SLUG_RE
 from workflows.definitions.spec import (
     AgentSpec,
+    AguiSpec,
     McpServerSpec,
     NodeSpec,
     ToolSpec,
@@ -87,6 +96,7 @@ __all__ = [
     "ID_RE",
     "SLUG_RE",
     "AgentSpec",
+    "AguiSpec",
     "DefinitionError",
     "McpServerSpec",
     "NodeSpec",

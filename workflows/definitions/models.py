@@ -138,6 +138,36 @@ class McpServerFile(FileModel):
         return self
 
 
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+# ``${NAME}`` in a header value is the environment variable NAME, read at call time.
+ENV_REFERENCE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not HEADER_NAME_RE.match(name):
+            raise PydanticCustomError("header_name", "{name} is not an HTTP header name",
+                                      {"name": repr(name)})
+        if "\n" in value or "\r" in value:
+            raise PydanticCustomError("header_value", "the value of {name} spans lines",
+                                      {"name": repr(name)})
+    return headers
+
+
+class AguiFile(FileModel):
+    """``agents.<id>.agui``: the remote AG-UI endpoint an ``agui`` agent is (docs/engine.md,
+    "Remote AG-UI agents"). Secrets stay out of the file: a header value may name environment
+    variables (``Bearer ${AGUI_TOKEN}``), resolved at each call and never stored resolved."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/@]+(/\S*)?$", max_length=2000)]
+    headers: Annotated[dict[str, str], _none_as(dict), AfterValidator(_headers)] = Field(
+        default_factory=dict
+    )
+    # A remote interrupt becomes a human review: how long it waits, and what then applies.
+    interrupt_timeout: PositiveInt | None = 300
+    interrupt_default: Annotated[ReviewDecision, Field(strict=False)] = ReviewDecision.REJECT
+
+
 class AgentFile(FileModel):
     """``agents.<id>``: who answers, with which model and prompt, and which tools it may call."""
 
@@ -150,6 +180,19 @@ class AgentFile(FileModel):
         list[Annotated[ToolFile, BeforeValidator(_tool_shorthand)]], _none_as(list)
     ] = Field(default_factory=list)
     max_tool_rounds: Annotated[int, Field(ge=1, le=50)] = 4
+    agui: AguiFile | None = None
+
+    @model_validator(mode="after")
+    def _agui_with_its_provider(self) -> Self:
+        if (self.provider == ProviderName.AGUI) != (self.agui is not None):
+            raise PydanticCustomError(
+                "agui_endpoint", "provider agui and an agui endpoint go together (give both or neither)"
+            )
+        if self.agui is not None and self.tools:
+            raise PydanticCustomError(
+                "agui_tools", "a remote AG-UI agent runs its own tools: remove tools"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

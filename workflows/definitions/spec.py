@@ -24,6 +24,7 @@ from workflows.definitions.errors import DefinitionError, definition_error
 from workflows.definitions.models import (
     CHECK_MODELS,
     AgentNodeFile,
+    AguiFile,
     McpServerFile,
     ReviewNodeFile,
     ToolFile,
@@ -79,6 +80,21 @@ class McpServerSpec:
 
 
 @dataclass(frozen=True)
+class AguiSpec:
+    """A remote AG-UI endpoint: header values as written (``${VAR}`` unresolved)."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    interrupt_timeout: int | None = 300
+    interrupt_default: str = ReviewDecision.REJECT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "headers": dict(self.headers),
+                "interrupt_timeout": self.interrupt_timeout,
+                "interrupt_default": str(self.interrupt_default)}
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     id: str
     name: str
@@ -88,6 +104,7 @@ class AgentSpec:
     provider: ProviderName = ProviderName.SCRIPTED
     tools: tuple[ToolSpec, ...] = ()
     max_tool_rounds: int = 4
+    agui: AguiSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,8 @@ class WorkflowDefinition:
             if agent.tools:  # tool keys only where used: older stored copies stay equal
                 item["tools"] = [tool.to_dict() for tool in agent.tools]
                 item["max_tool_rounds"] = agent.max_tool_rounds
+            if agent.agui is not None:
+                item["agui"] = agent.agui.to_dict()
             agents[agent.id] = item
         result = {
             "slug": self.slug,
@@ -198,6 +217,7 @@ def _build(parsed: WorkflowFile, *, source: str) -> WorkflowDefinition:
             provider=agent.provider,
             tools=tuple(_tool(tool) for tool in agent.tools),
             max_tool_rounds=agent.max_tool_rounds,
+            agui=_agui(agent.agui) if agent.agui is not None else None,
         )
         for agent_id, agent in parsed.agents.items()
     }
@@ -246,6 +266,14 @@ def _tool(tool: ToolFile) -> ToolSpec:
         requires_approval=tool.requires_approval, timeout=tool.timeout,
         max_result_chars=tool.max_result_chars, approval_timeout=tool.approval_timeout,
         approval_default=ReviewDecision(tool.approval_default),
+    )
+
+
+def _agui(agui: AguiFile) -> AguiSpec:
+    return AguiSpec(
+        url=agui.url, headers=tuple(agui.headers.items()),
+        interrupt_timeout=agui.interrupt_timeout,
+        interrupt_default=ReviewDecision(agui.interrupt_default),
     )
 
 

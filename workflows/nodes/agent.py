@@ -10,7 +10,8 @@ are written when it starts, about once a second (partial text, for the admin), e
 ``USAGE_INTERVAL_SECONDS`` (live usage) and when it ends. Pause holds the stream at its next
 chunk boundary; stop cancels the provider call and keeps exactly the text viewers were sent.
 A node whose streamed text could not be logged fails with the text the log holds, so rows
-and log never disagree.
+and log never disagree. A remote AG-UI agent's own tool calls and interrupts (items no LLM
+provider streams) are handed to ``nodes/remote.py``, which relays them into the room.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
 from workflows.nodes.prompt import build_request
+from workflows.nodes.remote import RemoteRelay
 from workflows.nodes.tool_calls import CallStream, run_call
 from workflows.pricing import cost_usd
 from workflows.providers import (
+    Chunk,
     CompletionRequest,
     ProviderError,
     ToolCallDelta,
@@ -148,6 +151,8 @@ class AgentExecutor:
         assert this.node.agent is not None and this.request is not None
         provider = get_provider(this.node.agent.provider)
         stream = provider.stream(this.request)
+        # A remote AG-UI agent's own tool calls and interrupts (workflows/nodes/remote.py).
+        relay = RemoteRelay(run=run, node=this.node, coalescer=this.coalescer)
         this.usage = None
         this.streamed = 0
         started = time.monotonic()
@@ -164,14 +169,21 @@ class AgentExecutor:
                 if isinstance(item, ToolCallDelta):
                     if calls is not None:
                         calls.add(item)
-                else:
+                elif isinstance(item, Chunk):
                     this.coalescer.add(item)
+                else:
+                    await relay.relay(item)
                 this.coalescer.check()
                 this.streamed += 1
                 await self._checkpoint(run, this)
             outcome = metrics.CallOutcome.OK
-        except asyncio.CancelledError:
+            await relay.close(None)
+        except asyncio.CancelledError as exc:
             outcome = metrics.CallOutcome.CANCELLED
+            await relay.close(exc)
+            raise
+        except Exception as exc:
+            await relay.close(exc)
             raise
         finally:
             # Close the provider call now (HTTP stream, client), not when it is collected.

@@ -57,4 +57,5 @@ async def build_request(
         options=dict(node.options),
         node_id=node.id,
         agent_id=agent.id,
+        agui=agent.agui,
     )

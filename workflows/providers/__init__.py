@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from workflows.providers.agui import AguiProvider
 from workflows.providers.base import (
     Chunk,
     CompletionRequest,
@@ -41,15 +42,21 @@ PROVIDER_NAMES = tuple(ProviderName)
 
 
 def effective_provider_name(name: str) -> ProviderName:
-    name = settings.LLM_PROVIDER or name
+    """``LLM_PROVIDER`` retargets the models we call, never a remote AG-UI agent (it is a
+    participant with its own model, not a model of ours)."""
+    if name != ProviderName.AGUI:
+        name = settings.LLM_PROVIDER or name
     if name not in PROVIDER_NAMES:
         raise ValueError(f"unknown LLM provider {name!r} (known: {', '.join(PROVIDER_NAMES)})")
     return ProviderName(name)
 
 
 def get_provider(name: str) -> Provider:
-    if effective_provider_name(name) == ProviderName.OPENAI:
+    effective = effective_provider_name(name)
+    if effective == ProviderName.OPENAI:
         return OpenAICompatProvider()
+    if effective == ProviderName.AGUI:
+        return AguiProvider()
     return ScriptedProvider()
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from workflows.definitions import AguiSpec
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class CompletionRequest:
     agent_id: str = ""
     # Tools the model may call now: [{"name", "description", "parameters"}] (JSON schema).
     tools: tuple[dict[str, Any], ...] = ()
+    # The remote AG-UI endpoint of an ``agui`` agent (workflows/providers/agui.py).
+    agui: AguiSpec | None = None
 
 
 class ProviderError(Exception):
