@@ -221,8 +221,17 @@ class Translator:
             outcome = Outcome("error", error=data["error"])
         if name not in _NO_CUSTOM:
             out.append(CustomEvent(name=str(name), value=data))
-        if outcome is not None:
-            for node_id in list(self.open_text):
+        if outcome is not None and outcome.kind != "interrupt":
+            # The run ends (a stop comes before its nodes say they stopped): close what is open.
+            for node_id in sorted(set(self.open_text) | set(self.open_reasoning) | self.steps):
+                self._close_reasoning(node_id, out)
+                self._close_text(node_id, out=out)
+                if node_id in self.steps:
+                    self.steps.discard(node_id)
+                    out.append(StepFinishedEvent(step_name=node_id))
+        elif outcome is not None:
+            for node_id in sorted(set(self.open_text) | set(self.open_reasoning)):
+                self._close_reasoning(node_id, out)
                 self._close_text(node_id, out=out)
         if name not in _VIEW_UNCHANGED:
             self._delta(out)

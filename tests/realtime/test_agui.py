@@ -18,12 +18,14 @@ from realtime.models import ApiToken
 from realtime.tokens import issue_token, revoke_token
 from sessions_app.models import AguiThread, Message, Session
 from tests.workflows.helpers import (
+    agent_node,
     command,
     create_session,
     install_workflows,
     is_event,
     wait_event,
     wait_finished,
+    workflow,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,3 +232,25 @@ async def test_a_client_that_stops_reading_is_cut_off_and_changes_nothing(fast, 
     assert await command(sid, owner, "submit_review", node_id=ask["data"]["node_id"],
                          decision="approve") is None
     assert await wait_finished(sid, timeout=60) == "completed"
+
+
+async def test_a_stopped_run_finishes_cancelled_and_a_failed_one_is_a_run_error(fast, executor, owner, tmp_path):
+    install_workflows(fast, tmp_path, workflow("boom", agent_node("x", fail=True)))
+    client = Bearer(await token_for(owner))
+    failed = await read_sse(await client.post("/agui/boom/", run_input(f"t-{uuid.uuid4().hex[:6]}")))
+    last = failed[-1][1]
+    assert (last.type.value, last.code) == ("RUN_ERROR", "execution_failed")
+    assert "scripted failure" in last.message
+
+    fast.SCRIPTED_TOKENS_PER_SECOND = 200
+    sid = await create_session(owner, "demo")
+    reading = asyncio.ensure_future(read_sse(await client.post("/agui/demo/", run_input(sid))))
+    await wait_event(sid, is_event("token_stream"), timeout=20)
+    assert await command(sid, owner, "stop_session") is None
+    stopped = await asyncio.wait_for(reading, 20)
+    last = stopped[-1][1]
+    assert last.type.value == "RUN_FINISHED" and last.outcome.type == "cancelled"
+    names = types(stopped)  # what was open is closed before the end
+    assert names.count("TEXT_MESSAGE_START") == names.count("TEXT_MESSAGE_END")
+    assert names.count("REASONING_START") == names.count("REASONING_END")
+    assert names.count("STEP_STARTED") == names.count("STEP_FINISHED") >= 1
