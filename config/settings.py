@@ -212,6 +212,7 @@ WS_RATE_PER_SECOND = env_float("WS_RATE_PER_SECOND", 20.0)  # commands, token bu
 WS_RATE_BURST = env_int("WS_RATE_BURST", 40)
 WS_RATE_STRIKES = env_int("WS_RATE_STRIKES", 20)  # rate_limited errors before close 4429
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
+API_TOKEN_RATE_PER_MINUTE = env_int("API_TOKEN_RATE_PER_MINUTE", 120)  # per token, per process
 WS_SEND_BUFFER_EVENTS = env_int("WS_SEND_BUFFER_EVENTS", 20000)  # backlog before close 4409
 WS_BATCH_MAX_EVENTS = env_int("WS_BATCH_MAX_EVENTS", 200)
 # Frames the server sends stay under these (daphne refuses to send a frame over its 1 MiB

@@ -34,10 +34,11 @@ from pydantic import ValidationError
 
 from realtime.agui.cutoff import SCOPE_KEY as CUT
 from realtime.agui.stream import StreamRequest, agui_stream
+from realtime.auth import current_user
 from realtime.protocol import Command, ProtocolError, parse_command
 from realtime.rooms import CommandRefused, RoomNotFound, get_backend
 from realtime.snapshots import folded_state
-from realtime.tokens import authenticate, bearer_secret, within_scope
+from realtime.tokens import RATE, authenticate, bearer_secret, within_scope
 from realtime.vocabulary import Access, CommandName, SessionStatus
 
 MAX_BODY = 1_000_000
@@ -48,11 +49,21 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"code": code, "error": message}, status=status)
 
 
-async def _who(request: HttpRequest) -> tuple[Any, Access | None, bool]:
-    """(user, token scope or None, by token). A bad or revoked token is no user at all."""
+URL_TOKEN_PARAMS = ("token", "access_token", "api_token", "key")
+
+
+class _Limited(Exception):
+    pass
+
+
+async def _who(request: HttpRequest, *, count: bool = True) -> tuple[Any, Access | None, bool]:
+    """(user, token scope or None, by token). A bad or revoked token is no user at all; a
+    token over its rate raises _Limited."""
     secret = bearer_secret(request.headers.get("Authorization"))
     if secret is not None:
         found = await database_sync_to_async(authenticate)(secret)
+        if found is not None and count and not RATE.allow(found.token_id):
+            raise _Limited
         return (found.user, found.scope, True) if found else (None, None, True)
     user = await request.auser()
     return (user if user.is_authenticated else None), None, False
@@ -150,10 +161,22 @@ def _drive(user: Any, workflow: str, input_: RunAgentInput) -> str:
     return session_id
 
 
+def _refuse_url_tokens(request: HttpRequest) -> HttpResponse | None:
+    if any(name in request.GET for name in URL_TOKEN_PARAMS):
+        return _error(400, "invalid_data", "tokens are never accepted in a URL: send "
+                      "Authorization: Bearer <token>")
+    return None
+
+
 @csrf_exempt
 @require_POST
 async def run_agent(request: HttpRequest, workflow: str) -> HttpResponse:
-    user, scope, by_token = await _who(request)
+    if (refused := _refuse_url_tokens(request)) is not None:
+        return refused
+    try:
+        user, scope, by_token = await _who(request)
+    except _Limited:
+        return _error(429, "rate_limited", "too many requests with this token; slow down")
     if user is None:
         return _error(401, "unauthorized", "log in, or send Authorization: Bearer <API token>")
     if not by_token and (refused := _csrf_refused(request)) is not None:
@@ -176,12 +199,18 @@ async def run_agent(request: HttpRequest, workflow: str) -> HttpResponse:
     except _Refused as exc:
         return _error(exc.status, exc.code, exc.message)
     return _stream(StreamRequest(session_id=session_id, user=user, thread_id=input_.thread_id,
-                                 run_id=input_.run_id, after=after, cut=request.scope.get(CUT)))
+                                 run_id=input_.run_id, after=after, cut=request.scope.get(CUT),
+                                 recheck=_rechecker(request, session_id, scope)))
 
 
 @require_GET
 async def watch(request: HttpRequest, session_id: str) -> HttpResponse:
-    user, scope, _ = await _who(request)
+    if (refused := _refuse_url_tokens(request)) is not None:
+        return refused
+    try:
+        user, scope, _ = await _who(request)
+    except _Limited:
+        return _error(429, "rate_limited", "too many requests with this token; slow down")
     if user is None:
         return _error(401, "unauthorized", "log in, or send Authorization: Bearer <API token>")
     ok, after = _last_event_id(request)
@@ -193,13 +222,22 @@ async def watch(request: HttpRequest, session_id: str) -> HttpResponse:
     if access is None:
         return _error(403, "forbidden", "you may not watch this session")
 
-    async def recheck() -> bool:
-        again, _, _ = await _who(request)
-        return again is not None and await _access(again, str(session_id), scope) not in (None, "missing")
-
     return _stream(StreamRequest(session_id=str(session_id), user=user, thread_id=str(session_id),
-                                 run_id=None, after=after, recheck=recheck,
-                                 cut=request.scope.get(CUT)))
+                                 run_id=None, after=after, cut=request.scope.get(CUT),
+                                 recheck=_rechecker(request, str(session_id), scope)))
+
+
+def _rechecker(request: HttpRequest, session_id: str, scope: Access | None) -> Any:
+    """For the stream: may this client still watch (token not revoked, login still valid)?"""
+
+    async def recheck() -> bool:
+        if bearer_secret(request.headers.get("Authorization")) is not None:
+            again, _, _ = await _who(request, count=False)
+        else:  # the login afresh from the session store (a logout or new password ends it)
+            again = await database_sync_to_async(current_user)({"session": request.session})
+        return again is not None and await _access(again, session_id, scope) not in (None, "missing")
+
+    return recheck
 
 
 @database_sync_to_async

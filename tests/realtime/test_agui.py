@@ -15,7 +15,7 @@ from django.test import AsyncClient
 from pydantic import TypeAdapter
 
 from realtime.models import ApiToken
-from realtime.tokens import issue_token, revoke_token
+from realtime.tokens import RATE, issue_token, revoke_token
 from sessions_app.models import AguiThread, Message, Session
 from tests.workflows.helpers import (
     agent_node,
@@ -254,3 +254,23 @@ async def test_a_stopped_run_finishes_cancelled_and_a_failed_one_is_a_run_error(
     assert names.count("TEXT_MESSAGE_START") == names.count("TEXT_MESSAGE_END")
     assert names.count("REASONING_START") == names.count("REASONING_END")
     assert names.count("STEP_STARTED") == names.count("STEP_FINISHED") >= 1
+
+
+async def test_tokens_are_refused_in_urls_rate_limited_and_revoked_streams_end(fast, executor, owner):
+    token = await token_for(owner, "watch")
+    sid = await create_session(owner, "quick-chat")
+    in_url = await AsyncClient().get(f"/agui/sessions/{sid}/events?token={token}")
+    assert in_url.status_code == 400 and "never accepted in a URL" in in_url.json()["error"]
+    fast.API_TOKEN_RATE_PER_MINUTE = 3
+    client = Bearer(token)
+    codes = [(await client.post("/agui/quick-chat/", run_input(sid))).status_code for _ in range(4)]
+    assert codes == [403, 403, 403, 429]  # a watch token may not drive; the 4th is over the rate
+    fast.API_TOKEN_RATE_PER_MINUTE = 1000
+    RATE.buckets.clear()  # token ids are reused by later tests' databases
+    # A revoked token's open stream ends at once with a RUN_ERROR.
+    other = await token_for(owner, "watch")
+    reading = asyncio.ensure_future(read_sse(await Bearer(other).get(f"/agui/sessions/{sid}/events")))
+    await asyncio.sleep(0.3)
+    await revoke(other)
+    events = await asyncio.wait_for(reading, 10)
+    assert (events[-1][1].type.value, events[-1][1].code) == ("RUN_ERROR", "forbidden")
