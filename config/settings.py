@@ -245,6 +245,9 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 AGUI_AGENT_ALLOWED_HOSTS = env_list("AGUI_AGENT_ALLOWED_HOSTS", "")
 AGUI_AGENT_TIMEOUT_SECONDS = env_float("AGUI_AGENT_TIMEOUT_SECONDS", 60.0)
 AGUI_AGENT_MAX_RESPONSE_BYTES = env_int("AGUI_AGENT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024)
+# MCP servers over streamable HTTP (tools, docs/engine.md): only these hosts, same syntax;
+# the SDK's client follows no redirect; each call is bounded by its tool's timeout and cap.
+MCP_ALLOWED_HOSTS = env_list("MCP_ALLOWED_HOSTS", "")
 
 # --- operations (docs/operations.md) ---------------------------------------------------
 # /metrics (Prometheus) is served to active staff users and to clients whose own address

@@ -42,6 +42,12 @@ def big(size: int = 5000) -> str:
 
 
 @server.tool()
+def env_names() -> str:
+    """The names of this process's environment variables (to check what it was given)."""
+    return " ".join(sorted(os.environ))
+
+
+@server.tool()
 def fail() -> str:
     """Raise inside the tool (the server reports it as an error result)."""
     raise RuntimeError("the fault server's tool failed")

@@ -415,6 +415,7 @@ def http_mcp_server(tmp_path: Path) -> Any:
 
 
 async def test_an_mcp_server_over_streamable_http(desk, executor, owner, tmp_path, http_mcp_server):
+    desk.MCP_ALLOWED_HOSTS = ["127.0.0.1"]
     install_workflows(desk, tmp_path, tool_workflow(
         "remote-mcp", tools=[{"mcp": "web", "only": ["echo", "hang"], "timeout": 2}],
         servers={"web": {"url": http_mcp_server}},
@@ -424,3 +425,30 @@ async def test_an_mcp_server_over_streamable_http(desk, executor, owner, tmp_pat
     assert of(log, "execution:completed")
     assert results_by_tool(log) == [("echo", "succeeded", None), ("hang", "failed", "timed out after 2 s")]
     assert of(log, "tool_call_result")[0]["data"]["result"] == "echo: over http"
+
+
+async def test_an_mcp_server_on_a_host_not_allowed_is_never_called(desk, executor, owner, tmp_path, http_mcp_server):
+    desk.MCP_ALLOWED_HOSTS = ["tools.example.com"]
+    install_workflows(desk, tmp_path, tool_workflow(
+        "far-mcp", tools=[{"mcp": "web", "only": ["echo"]}], servers={"web": {"url": http_mcp_server}},
+        calls=[{"name": "echo", "arguments": {"text": "hi"}}]))
+    _, log = await run_to_end(owner, "far-mcp")
+    assert of(log, "execution:completed")
+    assert results_by_tool(log) == [("echo", "failed", "MCP server 'web' not reached: its host is not "
+                                                        "allowed (add it to MCP_ALLOWED_HOSTS)")]
+
+
+async def test_a_stdio_server_gets_only_the_environment_its_definition_names(
+        desk, executor, owner, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "must-not-leak")
+    pids = tmp_path / "pids"
+    pids.write_text("")
+    install_workflows(desk, tmp_path, tool_workflow(
+        "envy", tools=[{"mcp": "faults", "only": ["env_names"]}], servers={"faults": fault_server(pids)},
+        calls=[{"name": "env_names", "arguments": {}}]))
+    _, log = await run_to_end(owner, "envy")
+    names = of(log, "tool_call_result")[0]["data"]["result"].split()
+    assert "MCP_PID_FILE" in names  # what the definition names
+    assert "OPENAI_API_KEY" not in names and "DJANGO_SECRET_KEY" not in names
+    assert set(names) - {"MCP_PID_FILE"} <= {"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LC_CTYPE"}

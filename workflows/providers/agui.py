@@ -52,6 +52,7 @@ from ag_ui.core import (
 from django.conf import settings
 from pydantic import TypeAdapter, ValidationError
 
+from workflows import hosts
 from workflows.definitions.models import ENV_REFERENCE_RE
 from workflows.providers.agui_messages import (
     Conversation,
@@ -117,15 +118,8 @@ def endpoint_label(url: str) -> str:
 
 
 def host_allowed(url: str) -> bool:
-    """``AGUI_AGENT_ALLOWED_HOSTS``: exact names, or ``.example.com`` for it and its subdomains."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    for allowed in settings.AGUI_AGENT_ALLOWED_HOSTS:
-        allowed = allowed.lower().strip()
-        if allowed == "*" or host == allowed or (
-            allowed.startswith(".") and (host == allowed[1:] or host.endswith(allowed))
-        ):
-            return True
-    return False
+    """``AGUI_AGENT_ALLOWED_HOSTS`` (``workflows.hosts``)."""
+    return hosts.host_allowed(url, settings.AGUI_AGENT_ALLOWED_HOSTS)
 
 
 def resolve_headers(headers: tuple[tuple[str, str], ...], label: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from workflows.definitions import McpServerSpec
+from workflows.hosts import host_allowed
 
 STDERR_TAIL = 300
 
@@ -53,6 +54,10 @@ class McpServer:
         """Start or connect, then list the tools; on failure ``failure`` says why (the node
         goes on: calls of this server's tools fail with that message)."""
         spec = self.spec
+        if spec.url is not None and not host_allowed(spec.url, settings.MCP_ALLOWED_HOSTS):
+            self.failure = (f"MCP server {spec.id!r} not reached: its host is not allowed "
+                            "(add it to MCP_ALLOWED_HOSTS)")
+            return
         try:
             if spec.url is not None:
                 client = Client(spec.url)
