@@ -17,7 +17,8 @@ export const NODE_ICONS = Object.freeze({
   [NodeStatus.STOPPED]: "■",
 });
 
-export function createWorkflowView(root, { onOpenReview } = {}) {
+/** forkUrl: the fork page (those who may control get a "Fork from here" link on each node). */
+export function createWorkflowView(root, { onOpenReview, forkUrl = null } = {}) {
   const graph = root.querySelector("#workflow-graph");
   const progress = byTestId(root, "progress");
   const fill = progress.querySelector(".progress-fill");
@@ -46,6 +47,20 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const error = h("span", { class: "node-error", hidden: true });
         const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
         reviewBtn.addEventListener("click", () => onOpenReview && onOpenReview());
+        const inherited = h("span", { class: "node-inherited", hidden: true, title: "Copied from the session this one was forked from" }, "inherited");
+        const fork = forkUrl
+          ? h(
+              "a",
+              {
+                class: "node-fork",
+                href: `${forkUrl}?node=${encodeURIComponent(node.id)}`,
+                "data-testid": `fork-${node.id}`,
+                "aria-label": `Fork from here: ${node.title || node.id}`,
+                title: "Fork from here",
+              },
+              "⑂",
+            )
+          : null;
         const agentName = node.agent?.name || (node.type === NodeType.HUMAN_REVIEW ? "Human review" : "");
         const el = h(
           "li",
@@ -61,12 +76,13 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
             "span",
             { class: "node-main" },
             h("span", { class: "node-title" }, node.title || node.id),
-            h("span", { class: "node-sub" }, agentName ? h("span", { class: "node-agent" }, agentName) : null, status, time),
+            h("span", { class: "node-sub" }, agentName ? h("span", { class: "node-agent", title: agentName }, agentName) : null, status, time, inherited),
             error,
           ),
           reviewBtn,
+          fork,
         );
-        items.set(node.id, { el, icon, status, time, error, reviewBtn, nodeStatus: null });
+        items.set(node.id, { el, icon, status, time, error, reviewBtn, inherited, nodeStatus: null });
         row.append(el);
       }
       graph.append(row);
@@ -94,6 +110,8 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
           setText(item.status, statusLabel(node.status));
         }
         setAttr(item.el, "title", node.error || null);
+        item.inherited.hidden = !node.inherited;
+        setAttr(item.el, "data-inherited", node.inherited ? "true" : null);
         item.error.hidden = !node.error;
         setText(item.error, node.error || "");
         let t = "";
