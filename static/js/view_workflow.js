@@ -1,10 +1,17 @@
 // Workflow panel: nodes grouped by level (parallel ones side by side), status colours,
 // and the progress bar (finished nodes of total).
 
-import { byTestId, h, setAttr, setText } from "./dom.js";
+import { byTestId, h, setAttr, setText, svg } from "./dom.js";
 import { defaultNode, nodeCounts } from "./run_store.js";
 import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./format.js";
 import { NodeStatus, NodeType } from "./vocabulary.js";
+
+/** A branching arrow (the fork link's icon): an SVG, not a glyph fonts may lack. */
+function forkIcon() {
+  const icon = svg("svg", { class: "icon", viewBox: "0 0 16 16", "aria-hidden": "true", focusable: "false" });
+  icon.append(svg("path", { d: "M5 2.5a1.5 1.5 0 1 1-1.5 1.5A1.5 1.5 0 0 1 5 2.5zm6 0A1.5 1.5 0 1 1 9.5 4 1.5 1.5 0 0 1 11 2.5zM5 10.5A1.5 1.5 0 1 1 3.5 12 1.5 1.5 0 0 1 5 10.5zM4.25 5.4h1.5v3.7a3 3 0 0 1 2.2-1h1a1.3 1.3 0 0 0 1.3-1.3v-1.4h1.5v1.4a2.8 2.8 0 0 1-2.8 2.8h-1a1.5 1.5 0 0 0-1.5 1.5v.2h-1.5z" }));
+  return icon;
+}
 
 export const NODE_ICONS = Object.freeze({
   [NodeStatus.PENDING]: "○",
@@ -58,7 +65,7 @@ export function createWorkflowView(root, { onOpenReview, forkUrl = null } = {}) 
                 "aria-label": `Fork from here: ${node.title || node.id}`,
                 title: "Fork from here",
               },
-              "⑂",
+              forkIcon(),
             )
           : null;
         const agentName = node.agent?.name || (node.type === NodeType.HUMAN_REVIEW ? "Human review" : "");
