@@ -8,6 +8,7 @@ import uuid
 FRAMES = "session.frames"  # logged events of one session, already encoded
 PRESENCE = "session.presence"  # one process's viewers of a session
 ACCESS_CHANGED = "access.changed"  # a user's access changed: their sockets check again
+EPHEMERAL = "session.ephemeral"  # one encoded frame for every viewer now, never logged
 
 ACCESS_GROUP = "realtime.access"  # every hub joins it
 

@@ -156,6 +156,9 @@ class Hub:
             self.presence.on_message(message)
         elif kind == groups.ACCESS_CHANGED:
             self._on_access_changed(message)
+        elif kind == groups.EPHEMERAL:
+            for viewer in list(self._viewers_of(message["sid"])):
+                viewer.push_ephemeral(message["text"])
 
     def _on_access_changed(self, message: dict[str, Any]) -> None:
         """Ask that user's sockets (of that session, or all) to check their access again."""

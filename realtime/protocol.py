@@ -49,6 +49,8 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("status", *STR),
         _f("agent_id", *OPT_STR, required=False),
         _f("error", *OPT_STR, required=False),
+        # A fork's copy of its parent's node (docs/replay.md): not run in this session.
+        _f("inherited", *BOOL, required=False),
     ),
     EventName.NODE_PARALLEL_START: (
         _f("node_id", *OPT_STR),
@@ -65,6 +67,8 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("session_input_tokens", *INT),
         _f("session_output_tokens", *INT),
         _f("session_cost_usd", *NUM),
+        # A fork's copy of its parent's usage: shown, not counted in the session's figures.
+        _f("inherited", *BOOL, required=False),
     ),
     EventName.EXECUTION_STARTED: (_f("workflow", *STR), _f("nodes", list)),
     EventName.EXECUTION_PAUSED: (),
@@ -156,6 +160,13 @@ EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {
     EventName.PONG: (_f("server_time", *STR), _f("id", *OPT_STR, required=False)),
     EventName.PRESENCE: (_f("count", *INT), _f("users", list)),
     EventName.BATCH: (_f("events", list),),
+    EventName.REPLAY_CONTROL: (
+        _f("seq", *INT),
+        _f("playing", *BOOL),
+        _f("speed", *NUM),
+        _f("active", *BOOL),
+        _f("by", *STR),
+    ),
 }
 
 # ``error`` is both a logged event (a node failed) and an ephemeral reply to a command.
@@ -193,7 +204,16 @@ COMMANDS: dict[str, tuple[Field, ...]] = {
         _f("comment", *STR, required=False),
         _f("call_id", *STR, required=False),
     ),
+    CommandName.REPLAY_CONTROL: (
+        _f("seq", *INT),
+        _f("playing", *BOOL),
+        _f("speed", *NUM, required=False),
+        _f("active", *BOOL, required=False),
+    ),
 }
+
+# Replay speeds a shared replay may run at: 1x, 4x, 16x and 0 for "as fast as possible".
+REPLAY_SPEEDS = (0, 1, 4, 16)
 
 
 ERROR_CODES = {
@@ -381,4 +401,12 @@ def parse_command(text: str | None, max_depth: int = 8) -> Command:
         if (len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100
                 or len(data.get("call_id", "")) > 100):
             raise ProtocolError("invalid_data", "comment or node_id too long", command_id)
+    if name == CommandName.REPLAY_CONTROL:
+        if data["seq"] < 0:
+            raise ProtocolError("invalid_data", "seq must be >= 0", command_id)
+        if data.get("speed", 1) not in REPLAY_SPEEDS:
+            raise ProtocolError("invalid_data", "speed must be 0 (as fast as possible), 1, 4 or 16",
+                                command_id)
+        data = {"seq": data["seq"], "playing": data["playing"], "speed": data.get("speed", 1),
+                "active": data.get("active", True)}
     return Command(cmd=name, data=data, id=command_id)

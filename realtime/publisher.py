@@ -32,7 +32,7 @@ from django.db import (
     transaction,
 )
 
-from realtime import groups
+from realtime import groups, protocol
 from realtime.eventlog import (
     FencedOut,
     PendingEvent,
@@ -305,3 +305,22 @@ def _broadcast_sync(frames: list[StoredFrame]) -> None:
         async_to_sync(broadcast)(frames)
     except Exception:
         log.exception("broadcast after commit failed; viewers will refill from the log")
+
+
+def publish_ephemeral_sync(*, session_id: str, event: str, data: dict[str, Any]) -> None:
+    """Sync: send an ephemeral frame (``seq: null``, never logged) to everyone watching the
+    session now, once the caller's transaction commits. At most once: a viewer that misses it
+    (not connected, a lost layer message) does not get it later; only moments (a shared
+    replay's play/pause/seek) travel this way, never state."""
+    if event not in protocol.EPHEMERAL_EVENTS:
+        raise ValueError(f"{event!r} is not an ephemeral event")
+    text = protocol.encode(event=event, session_id=str(session_id), data=data)
+    message = {"type": groups.EPHEMERAL, "sid": str(session_id), "text": text}
+
+    def send() -> None:
+        try:
+            async_to_sync(get_channel_layer().group_send)(groups.session_group(session_id), message)
+        except Exception:
+            log.exception("ephemeral broadcast failed")
+
+    transaction.on_commit(send)

@@ -157,6 +157,10 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
         node["status"] = status
         if data.get("agent_id") is not None:
             node["agent_id"] = data["agent_id"]
+        if data.get("inherited"):
+            node["inherited"] = True  # a fork's copy of its parent's node (not run here)
+        elif status == NodeStatus.RUNNING:
+            node.pop("inherited", None)  # ... until something sends it back to run here
         if data.get("error") is not None:
             node["error"] = data["error"]
         elif status == NodeStatus.RUNNING:
@@ -173,7 +177,7 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
         state["nodes"][node_id] = node
     elif name == EventName.TOKEN_USAGE:
         usage = state["usage"]
-        usage["nodes"][data["node_id"]] = {
+        row = {
             "agent_id": data["agent_id"],
             "model": data["model"],
             "input_tokens": data["input_tokens"],
@@ -183,7 +187,12 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
         usage["input_tokens"] = data["session_input_tokens"]
         usage["output_tokens"] = data["session_output_tokens"]
         usage["cost_usd"] = data["session_cost_usd"]
-        state["cost_series"].append([ts, data["session_cost_usd"]])
+        if data.get("inherited"):
+            # Spent by the parent session: listed, marked, not part of this session's cost.
+            row["inherited"] = True
+        else:
+            state["cost_series"].append([ts, data["session_cost_usd"]])
+        usage["nodes"][data["node_id"]] = row
     elif name == EventName.EXECUTION_STARTED:
         state["status"] = SessionStatus.RUNNING.value
         if state["started_at"] is None:

@@ -42,6 +42,7 @@ class EventName(models.TextChoices):
     PONG = "pong"
     PRESENCE = "presence"
     BATCH = "batch"
+    REPLAY_CONTROL = "replay_control"
 
 
 class CommandName(StrEnum):
@@ -54,6 +55,7 @@ class CommandName(StrEnum):
     STOP_SESSION = "stop_session"
     USER_INPUT = "user_input"
     SUBMIT_REVIEW = "submit_review"
+    REPLAY_CONTROL = "replay_control"
 
 
 class SessionStatus(models.TextChoices):

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 
 from realtime.vocabulary import CommandName
 from sessions_app.models import CommandReceipt
+from sessions_app.services.replays import replay_control
 from sessions_app.services.reviews import review_submit
 from sessions_app.services.sessions import (
     session_pause,
@@ -38,6 +39,10 @@ COMMAND_SERVICES: dict[CommandName, CommandService] = {
     CommandName.SUBMIT_REVIEW: lambda sid, user, data: review_submit(
         session_id=sid, user=user, node_id=data["node_id"], decision=data["decision"],
         comment=data.get("comment", ""), call_id=data.get("call_id"),
+    ),
+    CommandName.REPLAY_CONTROL: lambda sid, user, data: replay_control(
+        session_id=sid, user=user, seq=data["seq"], playing=data["playing"], speed=data["speed"],
+        active=data["active"],
     ),
 }
 

@@ -63,6 +63,17 @@ class Session(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # Fencing token: advanced by every claim; every run write must carry the current one.
     lease_generation = models.BigIntegerField(default=0)
+    # Lineage (docs/replay.md): a fork names the session and node it was forked from; what
+    # was changed for that node is in ``fork_changes`` (its effect is in the definition copy).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks",
+        help_text="The session this one was forked from.",
+    )
+    fork_node_id = models.CharField(max_length=64, blank=True, default="")
+    fork_changes = models.JSONField(
+        default=dict, blank=True,
+        help_text="What the fork changed for its node: instruction, prompt, model, provider.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -78,6 +89,10 @@ class Session(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("sessions:room", kwargs={"session_id": self.id})
+
+    @property
+    def is_fork(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def is_active(self) -> bool:
@@ -191,6 +206,9 @@ class NodeState(models.Model):
     output = models.TextField(
         blank=True, default="", help_text="Final answer handed to downstream nodes."
     )
+    inherited = models.BooleanField(
+        default=False, help_text="Copied from the parent session by a fork; never run here."
+    )
 
     class Meta:
         ordering = ["session", "id"]
@@ -212,6 +230,8 @@ class TokenUsage(models.Model):
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A fork's copy of its parent's row: shown with the node, never in the session's totals.
+    inherited = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["session", "id"]
@@ -238,6 +258,7 @@ class Message(models.Model):
     text = models.TextField(blank=True, default="")
     thinking = models.TextField(blank=True, default="")
     is_final = models.BooleanField(default=False)
+    inherited = models.BooleanField(default=False, help_text="Copied from the parent by a fork.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -33,6 +36,7 @@ from sessions_app.models import (
     SessionShare,
     ShareLink,
     ShareLinkJoin,
+    TokenUsage,
 )
 from workflows.store import ReviewState
 
@@ -42,7 +46,7 @@ def sessions_visible_to(*, user: AbstractBaseUser) -> QuerySet[Session]:
     ``member_count`` (the owner and every member) and ``role`` (a SessionRole value)."""
     shares = SessionShare.objects.filter(session=OuterRef("pk"))
     counted = shares.values("session").annotate(n=Count("pk")).values("n")
-    query = Session.objects.select_related("owner").annotate(
+    query = Session.objects.select_related("owner", "parent").annotate(
         member_count=Coalesce(Subquery(counted), 0) + 1,
         role=Case(
             When(owner=user, then=Value(SessionRole.OWNER)),
@@ -224,3 +228,107 @@ def transcript_search(*, session_id: Any, query: str, limit: int = 5) -> list[di
         excerpt = ("..." if start else "") + text[start:start + 200].strip()
         hits.append({"who": node_id or username or "user", "excerpt": " ".join(excerpt.split())})
     return hits
+
+
+# ------------------------------------------------------------------------ lineage, compare
+
+
+def lineage_of(*, session: Session) -> dict[str, Any]:
+    """The session's parent (with the node it was forked at) and its forks, newest first."""
+    return {
+        "parent": session.parent,
+        "fork_node_id": session.fork_node_id,
+        "fork_changes": session.fork_changes,
+        "forks": list(session.forks.select_related("owner").order_by("-created_at")[:50]),
+    }
+
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """``after`` against ``before`` word by word: (op, text) pieces, op one of ``same``,
+    ``removed``, ``added``. difflib (the standard library) on word tokens keeping their
+    spacing: exact, and readable for prose, where a character diff is noise."""
+    a = _WORD.findall(before or "")
+    b = _WORD.findall(after or "")
+    pieces: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            pieces.append(("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            pieces.append(("removed", "".join(a[i1:i2])))
+        if j2 > j1:
+            pieces.append(("added", "".join(b[j1:j2])))
+    return pieces
+
+
+def _node_figures(session: Session) -> dict[str, dict[str, Any]]:
+    figures: dict[str, dict[str, Any]] = {}
+    for row in TokenUsage.objects.filter(session=session).values(
+        "node_id", "input_tokens", "output_tokens", "cost_usd", "inherited", "model"
+    ):
+        item = figures.setdefault(row["node_id"], {
+            "input_tokens": 0, "output_tokens": 0, "cost_usd": Decimal(0), "inherited": True,
+            "model": row["model"],
+        })
+        item["input_tokens"] += row["input_tokens"]
+        item["output_tokens"] += row["output_tokens"]
+        item["cost_usd"] += row["cost_usd"]
+        item["inherited"] = item["inherited"] and row["inherited"]
+        item["model"] = row["model"]
+    return figures
+
+
+def compare_sessions(*, left: Session, right: Session) -> dict[str, Any]:
+    """Two sessions of one workflow side by side (a fork and its parent), node by node: each
+    node's final text with a word diff, tokens and cost; and the totals (each session's own
+    cost: what a fork inherited is marked and not counted again)."""
+    definition = right.workflow_definition
+    titles = {n["id"]: n.get("title") or n["id"] for n in definition.get("nodes", [])}
+    for node in left.workflow_definition.get("nodes", []):
+        titles.setdefault(node["id"], node.get("title") or node["id"])
+    states = {
+        side: {n.node_id: n for n in session.node_states.all()}
+        for side, session in (("left", left), ("right", right))
+    }
+    figures = {"left": _node_figures(left), "right": _node_figures(right)}
+    rows = []
+    for node_id, title in titles.items():
+        texts = {side: (states[side].get(node_id).output if states[side].get(node_id) else "")
+                 for side in ("left", "right")}
+        right_state = states["right"].get(node_id)
+        rows.append({
+            "node_id": node_id,
+            "title": title,
+            "left": {"text": texts["left"], "status": _status(states["left"].get(node_id)),
+                     **figures["left"].get(node_id, {})},
+            "right": {"text": texts["right"], "status": _status(right_state),
+                      **figures["right"].get(node_id, {})},
+            "inherited": bool(right_state and right_state.inherited),
+            "changed": texts["left"] != texts["right"],
+            "diff": word_diff(texts["left"], texts["right"]),
+        })
+    rerun = [r for r in rows if not r["inherited"]]
+    return {
+        "left": left,
+        "right": right,
+        "rows": rows,
+        "totals": {
+            side: {"input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+                   "cost_usd": s.cost_usd}
+            for side, s in (("left", left), ("right", right))
+        },
+        # What the nodes the fork ran again cost in each: what the change bought.
+        "rerun": {
+            side: sum((r[side].get("cost_usd") or Decimal(0) for r in rerun), Decimal(0))
+            for side in ("left", "right")
+        },
+        "rerun_nodes": [r["node_id"] for r in rerun],
+    }
+
+
+def _status(node: NodeState | None) -> str:
+    return node.status if node is not None else ""

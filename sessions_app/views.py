@@ -3,16 +3,18 @@ People panel's endpoints and the join page are in ``views_people``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from realtime.vocabulary import Access
-from sessions_app import services
+from sessions_app import selectors, services
 from sessions_app.access import can_manage_members, session_access
 from sessions_app.forms import NewSessionForm
 from sessions_app.models import Session
@@ -58,13 +60,21 @@ def session_new(request: HttpRequest) -> HttpResponse:
     return redirect(session.get_absolute_url())
 
 
-@login_required
-def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
-    session = get_object_or_404(Session.objects.select_related("owner"), pk=session_id)
+def visible_session(request: HttpRequest, session_id: Any) -> tuple[Session, Access]:
+    """The session and the user's access to it: 404 if there is none, 403 if not theirs."""
+    try:
+        session = get_object_or_404(Session.objects.select_related("owner", "parent"), pk=session_id)
+    except ValidationError:  # not a UUID (a ?with= parameter)
+        raise Http404("no such session") from None
     access = session_access(user=request.user, session=session)
     if access is None:
         raise PermissionDenied("not shared with you")
-    room_config = {
+    return session, access
+
+
+def room_config(request: HttpRequest, session: Session, access: Access) -> dict[str, Any]:
+    """What the room's script reads (``#room-config``), the live room's and the replay's."""
+    return {
         "session_id": str(session.pk),
         "ws_path": f"/ws/sessions/{session.pk}/",
         "user": request.user.get_username(),
@@ -75,5 +85,17 @@ def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
         "search_url": reverse("sessions:people_search", kwargs={"session_id": session.pk}),
         "links_url": reverse("sessions:links", kwargs={"session_id": session.pk}),
         "csrf_token": get_token(request),
+        "fork_url": reverse("sessions:fork", kwargs={"session_id": session.pk}),
+        "replay_url": reverse("sessions:replay", kwargs={"session_id": session.pk}),
     }
-    return render(request, "sessions/room.html", {"session": session, "room_config": room_config})
+
+
+def room_context(session: Session, config: dict[str, Any]) -> dict[str, Any]:
+    return {"session": session, "room_config": config, "lineage": selectors.lineage_of(session=session)}
+
+
+@login_required
+def session_room(request: HttpRequest, session_id: str) -> HttpResponse:
+    session, access = visible_session(request, session_id)
+    config = room_config(request, session, access)
+    return render(request, "sessions/room.html", room_context(session, config))

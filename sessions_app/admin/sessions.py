@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from realtime.eventlog import head_seq
 from sessions_app import services
@@ -53,8 +53,33 @@ class NodeStateInline(ReadOnlyInline):
     verbose_name_plural = "node states"
     fields = (
         "node_id", "node_type", "agent_id", "status", "rounds", "started_at", "finished_at",
-        "error",
+        "error", "inherited", "fork_from_here",
     )
+
+    @admin.display(description="fork")
+    def fork_from_here(self, obj: NodeState) -> str:
+        """The fork page (it checks who may fork, like the room)."""
+        url = reverse("sessions:fork", kwargs={"session_id": obj.session_id})
+        return format_html('<a href="{}?node={}">Fork from here</a>', url, obj.node_id)
+
+
+class LineageFilter(admin.SimpleListFilter):
+    """Forks, sessions that were forked, or neither (docs/replay.md)."""
+
+    title = "lineage"
+    parameter_name = "lineage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("fork", "forks"), ("forked", "forked (has forks)"), ("original", "not a fork")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        if self.value() == "fork":
+            return queryset.filter(parent__isnull=False)
+        if self.value() == "forked":
+            return queryset.filter(forks__isnull=False).distinct()
+        if self.value() == "original":
+            return queryset.filter(parent__isnull=True)
+        return queryset
 
 
 class TokenUsageInline(ReadOnlyInline):
@@ -109,6 +134,7 @@ class SessionAdmin(admin.ModelAdmin):
         "status",
         "workflow_slug",
         ("owner", admin.RelatedOnlyFieldListFilter),
+        LineageFilter,
         "created_at",
     )
     date_hierarchy = "created_at"
@@ -124,7 +150,7 @@ class SessionAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {
             "fields": (
-                "title", "owner", "workflow_slug", "status_badge", "meeting_room",
+                "title", "owner", "workflow_slug", "status_badge", "meeting_room", "lineage",
                 "event_log", "error",
             ),
         }),
@@ -149,7 +175,7 @@ class SessionAdmin(admin.ModelAdmin):
         }),
     )
     readonly_fields = (
-        "owner", "workflow_slug", "status_badge", "meeting_room", "event_log", "error",
+        "owner", "workflow_slug", "status_badge", "meeting_room", "lineage", "event_log", "error",
         "nodes_total", "nodes_completed", "nodes_failed", "input_tokens", "output_tokens",
         "cost_usd", "created_at", "started_at", "finished_at", "duration", "run_requested",
         "lease_owner", "lease_expires_at", "logged_events", "updated_at", "workflow_definition",
@@ -231,9 +257,32 @@ class SessionAdmin(admin.ModelAdmin):
     @admin.display(description="meeting room")
     def meeting_room(self, obj: Session) -> str:
         return format_html(
-            '<a href="{}" target="_blank" rel="noopener">Open the meeting room</a>',
-            obj.get_absolute_url(),
+            '<a href="{}" target="_blank" rel="noopener">Open the meeting room</a> · '
+            '<a href="{}" target="_blank" rel="noopener">Replay</a>',
+            obj.get_absolute_url(), reverse("sessions:replay", kwargs={"session_id": obj.pk}),
         )
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: Session) -> str:
+        """Parent (and the node it was forked at), compare, and the forks."""
+        parts = []
+        if obj.parent_id:
+            change = reverse("admin:sessions_app_session_change", args=[obj.parent_id])
+            compare = reverse("sessions:compare", kwargs={"session_id": obj.pk})
+            parts.append(format_html(
+                'fork of <a href="{}">{}</a> at <code>{}</code> (<a href="{}">compare</a>)',
+                change, obj.parent.title if obj.parent else obj.parent_id, obj.fork_node_id, compare,
+            ))
+        forks = list(obj.forks.order_by("-created_at").values_list("pk", "title")[:20])
+        if forks:
+            parts.append(format_html(
+                "forks: {}",
+                format_html_join(", ", '<a href="{}">{}</a>', (
+                    (reverse("admin:sessions_app_session_change", args=[pk]), title)
+                    for pk, title in forks
+                )),
+            ))
+        return format_html_join(" · ", "{}", ((p,) for p in parts)) if parts else "—"
 
     @admin.display(description="last seq")
     def logged_events(self, obj: Session) -> int:

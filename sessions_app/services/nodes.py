@@ -57,7 +57,8 @@ def node_begin(*, session_id: Any, fence: int, node_id: str, agent_id: str, roun
     if node.started_at is None:
         node.started_at = timezone.now()
     node.finished_at = None
-    node.save(update_fields=["status", "error", "rounds", "started_at", "finished_at"])
+    node.inherited = False  # a fork's inherited node a rejection sends back runs here now
+    node.save(update_fields=["status", "error", "rounds", "started_at", "finished_at", "inherited"])
     message = _open_message(session_id, node_id, round) or Message.objects.create(
         session_id=session_id, kind=MessageKind.AGENT, node_id=node_id, agent_id=agent_id,
         round=round,

@@ -28,8 +28,9 @@ def _sums(query: Any) -> tuple[int, int, Decimal]:
 
 
 def session_totals(session: Session) -> tuple[int, int, Decimal]:
-    """(input tokens, output tokens, cost) summed over the session's usage rows."""
-    return _sums(TokenUsage.objects.filter(session=session))
+    """(input tokens, output tokens, cost) summed over the session's own usage rows (a fork's
+    rows inherited from its parent were spent there, not here)."""
+    return _sums(TokenUsage.objects.filter(session=session, inherited=False))
 
 
 def publish_usage(

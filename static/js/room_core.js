@@ -34,6 +34,7 @@ export const COMMAND_LABELS = Object.freeze({
   [CommandName.STOP_SESSION]: "Stop",
   [CommandName.USER_INPUT]: "Send",
   [CommandName.SUBMIT_REVIEW]: "Review",
+  [CommandName.REPLAY_CONTROL]: "Shared replay",
 });
 
 /**
@@ -53,6 +54,8 @@ export function createRoomCore({
   toast = () => {},
   initialStatus = null,
   connectionOptions = {},
+  lastSeq = 0, // a replay page connects after the log it replays: no snapshot, no backlog
+  onReplayControl = () => {},
 } = {}) {
   if (!config || !config.session_id) throw new Error("room config without session_id");
   const store = createStore({
@@ -94,6 +97,8 @@ export function createRoomCore({
     store,
     replies: commands,
     resync: () => connection.resync("gap in the event sequence"),
+    lastSeq,
+    replayControl: (data) => onReplayControl(data),
   });
 
   store.subscribe((_state, change) => {

@@ -3,6 +3,7 @@
 //   logged events (seq != null) -> store.apply(envelope)       (in seq order, exactly once)
 //   snapshot                    -> store.hydrate(data)         (replaces the state)
 //   presence                    -> store.setPresence(data)
+//   replay_control              -> replayControl(data)         (a shared replay's leader moved)
 //   ack, error replies          -> replies.handleReply(envelope) (the command client)
 //   pong                        -> nowhere: the connection already counted it as a sign of life
 // A gap (seq > lastSeq + 1) is never applied: resync(lastSeq) is called once; the connection
@@ -10,7 +11,7 @@
 
 import { EventName } from "./vocabulary.js";
 
-export function createRouter({ store, replies, resync = () => {}, invalid = () => {}, lastSeq = 0 }) {
+export function createRouter({ store, replies, resync = () => {}, invalid = () => {}, lastSeq = 0, replayControl = () => {} }) {
   let last = lastSeq;
   let resyncPending = false;
   const stats = { applied: 0, duplicates: 0, gaps: 0, ephemeral: 0, invalid: 0 };
@@ -19,6 +20,7 @@ export function createRouter({ store, replies, resync = () => {}, invalid = () =
     stats.ephemeral += 1;
     if (env.event === EventName.PRESENCE) store.setPresence(env.data);
     else if (env.event === EventName.ACK || env.event === EventName.ERROR) replies.handleReply(env);
+    else if (env.event === EventName.REPLAY_CONTROL) replayControl(env.data);
   }
 
   function handleEnvelope(env) {

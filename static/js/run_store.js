@@ -61,6 +61,8 @@ export function reduceRun(state, envelope) {
         agent_id: given(data, "agent_id") ?? existing.agent_id,
         error: given(data, "error") ?? (status === NodeStatus.RUNNING ? null : existing.error),
       };
+      if (data.inherited) node.inherited = true; // a fork's copy of its parent's node (not run here)
+      else if (status === NodeStatus.RUNNING) delete node.inherited; // ... until it runs here
       if (status === NodeStatus.RUNNING) {
         if (node.started_at === null) node.started_at = ts;
         node.finished_at = null;

@@ -86,27 +86,28 @@ export function reduceSession(state, envelope) {
           },
         ],
       };
-    case EventName.TOKEN_USAGE:
+    case EventName.TOKEN_USAGE: {
+      const row = {
+        agent_id: data.agent_id,
+        model: data.model,
+        input_tokens: data.input_tokens,
+        output_tokens: data.output_tokens,
+        cost_usd: data.estimated_cost_usd,
+      };
+      // A fork's copy of its parent's usage: listed and marked, not this session's spend.
+      if (data.inherited) row.inherited = true;
       return {
         ...state,
         usage: {
           ...state.usage,
-          nodes: {
-            ...state.usage.nodes,
-            [data.node_id]: {
-              agent_id: data.agent_id,
-              model: data.model,
-              input_tokens: data.input_tokens,
-              output_tokens: data.output_tokens,
-              cost_usd: data.estimated_cost_usd,
-            },
-          },
+          nodes: { ...state.usage.nodes, [data.node_id]: row },
           input_tokens: data.session_input_tokens,
           output_tokens: data.session_output_tokens,
           cost_usd: data.session_cost_usd,
         },
-        cost_series: [...state.cost_series, [ts, data.session_cost_usd]],
+        cost_series: data.inherited ? state.cost_series : [...state.cost_series, [ts, data.session_cost_usd]],
       };
+    }
     case EventName.EXECUTION_COMPLETED:
       return {
         ...state,

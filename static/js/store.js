@@ -67,6 +67,12 @@ export function createStore({ state: initial = emptyState(), meta: initialMeta =
       state = { ...emptyState(), ...(data.state || {}) };
       notify({ event: EventName.SNAPSHOT, resync });
     },
+    /** A state folded elsewhere (the replay's playhead): shown as it is. */
+    replace(next) {
+      if (next === state) return;
+      state = next;
+      notify({ event: "replay" });
+    },
     setPresence(presence) {
       meta = { ...meta, presence };
       notify({ event: EventName.PRESENCE });

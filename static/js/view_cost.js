@@ -64,8 +64,13 @@ export function createCostView(root) {
       ...data.map((r) =>
         h(
           "tr",
-          { "data-testid": `cost-row-${r.node_id}`, title: [agents.get(r.agent_id) || r.agent_id, r.model].filter(Boolean).join(" · ") },
-          h("td", {}, titles.get(r.node_id) || r.node_id),
+          {
+            "data-testid": `cost-row-${r.node_id}`,
+            "data-inherited": r.inherited ? "true" : null,
+            class: r.inherited ? "is-inherited" : null,
+            title: [agents.get(r.agent_id) || r.agent_id, r.model, r.inherited ? "inherited: spent by the parent session, not in this total" : null].filter(Boolean).join(" · "),
+          },
+          h("td", {}, titles.get(r.node_id) || r.node_id, r.inherited ? h("span", { class: "muted" }, " (inherited)") : null),
           h("td", { class: "num" }, formatTokens(r.input_tokens)),
           h("td", { class: "num" }, formatTokens(r.output_tokens)),
           h("td", { class: "num" }, formatUsd(r.cost_usd)),

@@ -1,10 +1,17 @@
 // Workflow panel: nodes grouped by level (parallel ones side by side), status colours,
 // and the progress bar (finished nodes of total).
 
-import { byTestId, h, setAttr, setText } from "./dom.js";
+import { byTestId, h, setAttr, setText, svg } from "./dom.js";
 import { defaultNode, nodeCounts } from "./run_store.js";
 import { agentColor, formatDuration, initialOf, levelsOf, statusLabel } from "./format.js";
 import { NodeStatus, NodeType } from "./vocabulary.js";
+
+/** A branching arrow (the fork link's icon): an SVG, not a glyph fonts may lack. */
+function forkIcon() {
+  const icon = svg("svg", { class: "icon", viewBox: "0 0 16 16", "aria-hidden": "true", focusable: "false" });
+  icon.append(svg("path", { d: "M5 2.5a1.5 1.5 0 1 1-1.5 1.5A1.5 1.5 0 0 1 5 2.5zm6 0A1.5 1.5 0 1 1 9.5 4 1.5 1.5 0 0 1 11 2.5zM5 10.5A1.5 1.5 0 1 1 3.5 12 1.5 1.5 0 0 1 5 10.5zM4.25 5.4h1.5v3.7a3 3 0 0 1 2.2-1h1a1.3 1.3 0 0 0 1.3-1.3v-1.4h1.5v1.4a2.8 2.8 0 0 1-2.8 2.8h-1a1.5 1.5 0 0 0-1.5 1.5v.2h-1.5z" }));
+  return icon;
+}
 
 export const NODE_ICONS = Object.freeze({
   [NodeStatus.PENDING]: "○",
@@ -17,7 +24,8 @@ export const NODE_ICONS = Object.freeze({
   [NodeStatus.STOPPED]: "■",
 });
 
-export function createWorkflowView(root, { onOpenReview } = {}) {
+/** forkUrl: the fork page (those who may control get a "Fork from here" link on each node). */
+export function createWorkflowView(root, { onOpenReview, forkUrl = null } = {}) {
   const graph = root.querySelector("#workflow-graph");
   const progress = byTestId(root, "progress");
   const fill = progress.querySelector(".progress-fill");
@@ -46,6 +54,20 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
         const error = h("span", { class: "node-error", hidden: true });
         const reviewBtn = h("button", { type: "button", class: "btn btn-xs btn-review", hidden: true }, "Review");
         reviewBtn.addEventListener("click", () => onOpenReview && onOpenReview());
+        const inherited = h("span", { class: "node-inherited", hidden: true, title: "Copied from the session this one was forked from" }, "inherited");
+        const fork = forkUrl
+          ? h(
+              "a",
+              {
+                class: "node-fork",
+                href: `${forkUrl}?node=${encodeURIComponent(node.id)}`,
+                "data-testid": `fork-${node.id}`,
+                "aria-label": `Fork from here: ${node.title || node.id}`,
+                title: "Fork from here",
+              },
+              forkIcon(),
+            )
+          : null;
         const agentName = node.agent?.name || (node.type === NodeType.HUMAN_REVIEW ? "Human review" : "");
         const el = h(
           "li",
@@ -64,18 +86,20 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
             h(
               "span",
               { class: "node-sub" },
-              agentName ? h("span", { class: "node-agent" }, agentName) : null,
+              agentName ? h("span", { class: "node-agent", title: agentName }, agentName) : null,
               node.agent?.remote
                 ? h("span", { class: "badge-remote", title: "A remote AG-UI agent", "data-testid": `remote-${node.id}` }, "remote")
                 : null,
               status,
               time,
+              inherited,
             ),
             error,
           ),
           reviewBtn,
+          fork,
         );
-        items.set(node.id, { el, icon, status, time, error, reviewBtn, nodeStatus: null });
+        items.set(node.id, { el, icon, status, time, error, reviewBtn, inherited, nodeStatus: null });
         row.append(el);
       }
       graph.append(row);
@@ -103,6 +127,8 @@ export function createWorkflowView(root, { onOpenReview } = {}) {
           setText(item.status, statusLabel(node.status));
         }
         setAttr(item.el, "title", node.error || null);
+        item.inherited.hidden = !node.inherited;
+        setAttr(item.el, "data-inherited", node.inherited ? "true" : null);
         item.error.hidden = !node.error;
         setText(item.error, node.error || "");
         let t = "";

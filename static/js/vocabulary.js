@@ -28,6 +28,7 @@ export const EventName = Object.freeze({
   PONG: "pong",
   PRESENCE: "presence",
   BATCH: "batch",
+  REPLAY_CONTROL: "replay_control",
 });
 
 export const CommandName = Object.freeze({
@@ -38,6 +39,7 @@ export const CommandName = Object.freeze({
   STOP_SESSION: "stop_session",
   USER_INPUT: "user_input",
   SUBMIT_REVIEW: "submit_review",
+  REPLAY_CONTROL: "replay_control",
 });
 
 export const SessionStatus = Object.freeze({
@@ -114,9 +116,9 @@ export const WATCHER_COMMANDS = Object.freeze(["ping"]);
 
 export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result", "member_changed"]);
 
-export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch"]);
+export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch", "replay_control"]);
 
-export const COMMANDS = Object.freeze(["ping", "start_session", "pause_session", "resume_session", "stop_session", "user_input", "submit_review"]);
+export const COMMANDS = Object.freeze(["ping", "start_session", "pause_session", "resume_session", "stop_session", "user_input", "submit_review", "replay_control"]);
 
 export const ERROR_CODES = Object.freeze(["bad_json", "binary_not_supported", "unknown_cmd", "invalid_data", "forbidden", "invalid_state", "rate_limited", "not_found", "node_failed", "provider_error", "internal"]);
 

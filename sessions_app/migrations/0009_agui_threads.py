@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sessions_app', '0007_tool_calls'),
+        ('sessions_app', '0008_session_lineage'),
     ]
 
     operations = [
