@@ -147,6 +147,9 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             return
         opened = translator.prime(log[: request.after])
         backlog = log[request.after:]
+        if not backlog and _now_outcome(translator.state) is not None and (
+                not watch or translator.state["pending_review"] is None):
+            return  # the client has everything up to the end: nothing more will come
         if watch and opened is not None:
             run_id = f"{request.session_id}:{opened}"
     else:

@@ -81,6 +81,11 @@ def _last_event_id(request: HttpRequest) -> tuple[bool, int | None]:
     return (True, int(raw)) if raw.isdigit() and len(raw) <= 18 else (False, None)
 
 
+def _cut(request: HttpRequest) -> Any:
+    """The cut-off event the ASGI app put in the scope (none outside ASGI)."""
+    return getattr(request, "scope", {}).get(CUT)
+
+
 def _stream(request: StreamRequest) -> StreamingHttpResponse:
     response = StreamingHttpResponse(agui_stream(request), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -199,7 +204,7 @@ async def run_agent(request: HttpRequest, workflow: str) -> HttpResponse:
     except _Refused as exc:
         return _error(exc.status, exc.code, exc.message)
     return _stream(StreamRequest(session_id=session_id, user=user, thread_id=input_.thread_id,
-                                 run_id=input_.run_id, after=after, cut=request.scope.get(CUT),
+                                 run_id=input_.run_id, after=after, cut=_cut(request),
                                  recheck=_rechecker(request, session_id, scope)))
 
 
@@ -223,7 +228,7 @@ async def watch(request: HttpRequest, session_id: str) -> HttpResponse:
         return _error(403, "forbidden", "you may not watch this session")
 
     return _stream(StreamRequest(session_id=str(session_id), user=user, thread_id=str(session_id),
-                                 run_id=None, after=after, cut=request.scope.get(CUT),
+                                 run_id=None, after=after, cut=_cut(request),
                                  recheck=_rechecker(request, str(session_id), scope)))
 
 
