@@ -2,8 +2,8 @@
 every reply is a documented status with a JSON error, or a stream of valid AG-UI events;
 never a server error, and nothing is stored for a refused request.
 
-CI keeps a small count (``AGUI_FUZZ_EXAMPLES``, default 25 per test); ``bench/fuzz_agui.py`` runs
-10,000 and more.
+CI keeps a small count (``AGUI_FUZZ_EXAMPLES``, default 25 per test); ``bench/fuzz_http.py`` runs
+thousands.
 """
 
 from __future__ import annotations
