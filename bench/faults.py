@@ -22,6 +22,9 @@ where it needs one, a private ``redis-server``; everything is stopped and droppe
   postgres-lost-commit  The reply to a node-boundary write's COMMIT lost (the proxy resets the
                 connection after forwarding the COMMIT): the retried write logs nothing twice.
   takeover-test Runs tests/workflows/test_takeover.py's real-process test and quotes its line.
+  tool-worker-kill  A worker SIGKILLed while its agent's MCP tool runs (real run_worker
+                processes, PostgreSQL, Redis): the call is shown interrupted, the node re-runs,
+                the orphaned MCP server exits (tests/workflows/test_takeover.py, quoted).
 
 Every viewer is a ``websockets`` client that checks each logged event's ``seq`` (no gap, no
 duplicate), reconnects with ``?last_seq=N`` after any close (to the other web process if its
@@ -60,16 +63,18 @@ from tests.reliability.scenarios import (  # noqa: E402
 from tests.reliability.slow_scenario import scenario_slow  # noqa: E402
 
 
-def run_takeover_test() -> dict[str, Any]:
-    """tests/workflows/test_takeover.py's real-process test (SIGKILLed run_worker against
+def run_takeover_test(
+    test: str = "tests/workflows/test_takeover.py::test_sigkilled_worker_is_taken_over_after_its_lease_expires",
+    marker: str = "take-over:", scenario: str = "takeover-test",
+) -> dict[str, Any]:
+    """A real-process test of tests/workflows/test_takeover.py (SIGKILLed run_worker against
     PostgreSQL + Redis), run with pytest; its summary line is quoted."""
-    test = "tests/workflows/test_takeover.py::test_sigkilled_worker_is_taken_over_after_its_lease_expires"
     t0 = time.monotonic()
     proc = subprocess.run([procs.PYTHON, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", test],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=procs.child_env())
-    line = next((ln.strip() for ln in proc.stdout.splitlines() if "take-over:" in ln), "")
-    return {"scenario": "takeover-test", "test": test, "ok": proc.returncode == 0,
+    line = next((ln.strip() for ln in proc.stdout.splitlines() if marker in ln), "")
+    return {"scenario": scenario, "test": test, "ok": proc.returncode == 0,
             "summary": line, "seconds": round(time.monotonic() - t0, 1),
             "output_tail": "" if proc.returncode == 0 else proc.stdout[-2000:]}
 
@@ -97,6 +102,7 @@ SCENARIOS: dict[str, Callable[[Path, bool], Any]] = {
     "postgres-lost-commit": lambda wd, quick: scenario_lost_commit(
         wd, **({"tokens": 30, "rate": 40, "per_web": 1} if quick else {})),
     "takeover-test": None,  # type: ignore[dict-item]
+    "tool-worker-kill": None,  # type: ignore[dict-item]
 }
 
 
@@ -124,6 +130,11 @@ def main() -> None:
             log(f"=== {name}")
             if name == "takeover-test":
                 result = run_takeover_test()
+            elif name == "tool-worker-kill":
+                result = run_takeover_test(
+                    "tests/workflows/test_takeover.py::"
+                    "test_a_worker_sigkilled_while_a_tool_runs_is_taken_over_and_the_call_shown_interrupted",
+                    marker="tool take-over:", scenario="tool-worker-kill")
             else:
                 with tempfile.TemporaryDirectory(prefix=f"faults-{name}-") as tmp:
                     try:

@@ -108,7 +108,8 @@ def test_replay_at_16x_ends_like_the_live_room_and_a_seek_shows_the_fold_at_that
     page.wait_for_selector(f"[data-testid=replay-position][data-seq='{middle + 1}']")
     page.select_option("[data-testid=jump-node]", "merge")
     page.wait_for_function("() => window.__room.replay.player.state.nodes.merge.status === 'running'")
-    assert page.get_attribute("[data-testid=node-merge]", "data-status") == "running"
+    # the panel follows at its next render
+    page.wait_for_selector("[data-testid=node-merge][data-status='running']", timeout=5_000)
 
     # a seek beyond the log is refused with a clear message
     page.goto(f"{site.base}/sessions/{demo['id']}/replay/?seq={log['last_seq'] + 50}")

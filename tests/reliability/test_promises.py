@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DATA = {
     "user_input": {"text": "hello"},
     "submit_review": {"node_id": "review", "decision": "approve", "comment": "ok"},
+    "replay_control": {"seq": 0, "playing": False},
 }
 
 

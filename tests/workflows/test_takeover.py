@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 import redis
@@ -441,3 +442,76 @@ def test_a_worker_frozen_past_its_lease_stores_nothing_after_it_is_thawed(
     # per node in order (parallel nodes' messages may interleave differently)
     assert sorted((m["node_id"], m["text"], m["final"]) for m in state["messages"]
                   if m["kind"] == "agent") == sorted(tuple(row) for row in messages)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_worker_sigkilled_while_a_tool_runs_is_taken_over_and_the_call_shown_interrupted(
+    throwaway_postgres: str, flushed_redis: str, tmp_path: Path
+) -> None:
+    """A real run_worker is SIGKILLed while its agent's MCP tool runs; the second worker marks
+    the call interrupted (not silently repeated), runs the node again with a new call, and
+    the killed worker's MCP server process does not outlive it (it exits when its stdin
+    closes)."""
+    folder, pids = tmp_path / "workflows", tmp_path / "mcp-pids"
+    folder.mkdir()
+    pids.write_text("")
+    server = Path(__file__).with_name("mcp_fault_server.py")
+    (folder / "tool-kill.yaml").write_text(yaml.safe_dump({
+        "slug": "tool-kill", "name": "Tool kill",
+        "mcp_servers": {"faults": {"command": "python", "args": [str(server)],
+                                   "env": {"MCP_PID_FILE": str(pids)}, "startup_timeout": 20}},
+        "agents": {"worker": {"name": "Worker", "role": "calls a slow tool", "model": "scripted-small",
+                              "prompt": "Use the tool.",
+                              "tools": [{"mcp": "faults", "only": ["hang"], "timeout": 30}]}},
+        "nodes": [{"id": "work", "type": "agent", "agent": "worker", "options": {
+            "thinking": False, "max_tokens": 8,
+            "scripted_tool_calls": [{"name": "hang", "arguments": {"seconds": 3}}]}}],
+    }, sort_keys=False))
+    env = procs.child_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{throwaway_postgres}",
+        REDIS_URL=flushed_redis, WORKFLOW_EXECUTOR="worker", WORKER_LEASE_SECONDS="2",
+        WORKER_POLL_SECONDS="0.2", SCRIPTED_TOKENS_PER_SECOND="40", VAR_DIR=str(tmp_path),
+        WORKFLOW_DIR=str(folder), LOG_LEVEL="INFO",
+    )
+    procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env)
+    with procs.ProcessGroup() as group:
+
+        def start_worker(name: str) -> procs.Proc:
+            log_path = tmp_path / f"{name}.log"
+            return group.start(procs.manage_args("run_worker", "--owner", name), env=env,
+                               log_path=log_path, ready=lambda: procs.log_contains(log_path, "ready"),
+                               name=name)
+
+        worker_a = start_worker("worker-a")
+        created = procs.run_manage(["shell", "-c", _CREATE.format(folder=str(folder), slug="tool-kill")],
+                                   env=env)
+        db = _Db(throwaway_postgres, json.loads(created.stdout.strip().splitlines()[-1])["id"])
+        calls = lambda: db.rows("SELECT call_id, status FROM sessions_app_toolcall "
+                                "WHERE session_id = %(sid)s ORDER BY id")
+        procs.wait_until(lambda: [s for _, s in calls()] == ["running"], timeout=30, interval=0.05,
+                         what="the tool call running")
+        worker_a.kill()
+        killed_at = time.time()
+        first_server = [int(p) for p in pids.read_text().split()]
+        worker_b = start_worker("worker-b")
+        procs.wait_until(lambda: db.session()["status"] == "completed", timeout=40, interval=0.1,
+                         what="the run completed by worker B")
+        finished_at = time.time()
+        worker_b.stop()
+    after = calls()
+    assert [s for _, s in after] == ["interrupted", "succeeded"]
+    results = [(data["call_id"], data["status"]) for _, event, _, data, _ in db.events()
+               if event == "tool_call_result"]
+    assert results == [(after[0][0], "interrupted"), (after[1][0], "succeeded")]
+    assert len(first_server) == 1
+    procs.wait_until(lambda: not psutil.pid_exists(first_server[0]) or
+                     psutil.Process(first_server[0]).status() == psutil.STATUS_ZOMBIE,
+                     timeout=10, interval=0.1, what="the killed worker's MCP server to exit")
+    seqs = [row[0] for row in db.events()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    print(f"\ntool take-over: worker SIGKILLed while its MCP tool ran; call {after[0][0]} shown "
+          f"interrupted, node re-run with {after[1][0]}; run ended {finished_at - killed_at:.2f} s "
+          f"after the kill; the orphaned MCP server exited; {len(seqs)} events, gap-free")
+    db.conn.close()
