@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessions_app import selectors
-from sessions_app.services import leases, nodes, reviews, runs, tools, usage
+from sessions_app import prices, selectors
+from sessions_app.services import budgets, leases, nodes, reviews, runs, tools, usage
 
 _WHERE = {
     "run_begin": runs,
@@ -40,6 +40,10 @@ _WHERE = {
     "tool_call_set_running": tools,
     "tool_call_finish": tools,
     "transcript_search": selectors,
+    "model_price": prices,
+    "run_budget": prices,
+    "budget_notice": budgets,
+    "budget_review_open": budgets,
 }
 
 

@@ -68,6 +68,7 @@ WRITES = frozenset({
     "node_complete", "usage_progress", "node_fail", "node_stopped", "nodes_skip",
     "review_open", "review_auto_approve", "review_decide_default", "review_close",
     "tool_approval_open", "tool_call_begin", "tool_call_set_running", "tool_call_finish",
+    "budget_notice", "budget_review_open",
 })
 
 
