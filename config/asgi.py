@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from workflows import tracing  # noqa: E402
 from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
@@ -29,6 +30,10 @@ router = ProtocolTypeRouter(
         ),
     }
 )
+
+
+# OpenTelemetry's ASGI server spans (HTTP and WebSocket), when tracing is on (workflows.tracing).
+router = tracing.instrument_asgi(router)
 
 
 async def application(scope, receive, send):

@@ -81,6 +81,8 @@ class Session(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # Fencing token: advanced by every claim; every run write must carry the current one.
     lease_generation = models.BigIntegerField(default=0)
+    # The first runner's OpenTelemetry run span (W3C traceparent): a take-over continues it.
+    trace_parent = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

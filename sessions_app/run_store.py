@@ -14,6 +14,7 @@ from sessions_app.services import budgets, leases, nodes, reviews, runs, tools, 
 _WHERE = {
     "run_begin": runs,
     "run_finish": runs,
+    "run_trace": runs,
     "run_definition": selectors,
     "claim_runs": leases,
     "renew_lease": leases,

@@ -26,6 +26,7 @@ from realtime.vocabulary import (
     NodeType,
     SessionStatus,
 )
+from workflows import tracing
 from workflows.budget import BudgetGuard
 from workflows.control import RunAction
 from workflows.definitions import NodeSpec, WorkflowDefinition
@@ -130,6 +131,18 @@ class SessionRunner:
             return None
         self._load(begin)
         self.apply_status(begin.status)
+        with tracing.run_span(session_id=self.session_id, workflow=self.definition.slug,
+                              generation=self.generation, parent=begin.trace_parent) as span:
+            if not begin.trace_parent and tracing.enabled():  # a runner taking over continues it
+                await self.store.run_trace(session_id=self.session_id,
+                                           traceparent=tracing.traceparent(span))
+            try:
+                return await self._run(span)
+            except asyncio.CancelledError:  # the executor left the run (shutdown, lease lost)
+                tracing.run_ended(span, status=None)
+                raise
+
+    async def _run(self, span: Any) -> str | None:
         error = ""
         try:
             error = await self._refuse_misconfigured()
@@ -146,10 +159,13 @@ class SessionRunner:
         finally:
             await self._end_tasks()
         if self.abandoned:
+            tracing.run_ended(span, status=None)
             return None
         await get_publisher().flush()
         self.finishing = True
-        return await self.store.run_finish(session_id=self.session_id, error=error)
+        status = await self.store.run_finish(session_id=self.session_id, error=error)
+        tracing.run_ended(span, status=status, error=error)
+        return status
 
     def _load(self, begin: RunStart) -> None:
         """Take the state a previous runner left (all pending on a fresh start)."""
@@ -300,4 +316,7 @@ class SessionRunner:
         return current + 1 if self.status.get(node_id) == NodeStatus.COMPLETED else max(1, current)
 
     async def run_agent(self, node: NodeSpec, *, round_: int, feedback: list[str]) -> None:
-        await AGENT.run_round(self, node, round_=round_, feedback=feedback)
+        assert node.agent is not None
+        with tracing.agent_span(session_id=self.session_id, node_id=node.id, round_=round_,
+                                agent_id=node.agent.id, agent_name=node.agent.name):
+            await AGENT.run_round(self, node, round_=round_, feedback=feedback)

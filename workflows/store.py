@@ -50,6 +50,7 @@ class RunStart:
     outputs: dict[str, str] = field(default_factory=dict)  # last completed answer of every node
     interrupted: frozenset[str] = frozenset()  # nodes a dead runner left half-done
     budget: BudgetStart | None = None  # the session's budget and what it has spent
+    trace_parent: str = ""  # the first runner's run span (W3C traceparent), when tracing
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class RunStore(Protocol):
         input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, output_tokens: int,
         reasoning_tokens: int, cost_usd: Decimal | None,
     ) -> None: ...
+
+    def run_trace(self, *, fence: int, session_id: str, traceparent: str) -> None:
+        """Keep the run span's context, so a runner taking over continues the trace."""
 
     # --------------------------------------------------------------- prices and budgets
     def model_price(self, *, model: str) -> Price | None:

@@ -78,7 +78,17 @@ def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
         outputs={n.node_id: n.output for n in nodes},
         interrupted=frozenset(interrupted),
         budget=budget_start(session),
+        trace_parent=session.trace_parent,
     )
+
+
+@transaction.atomic
+def run_trace(*, session_id: Any, fence: int, traceparent: str) -> None:
+    """The first runner's run span: a runner taking over continues its trace."""
+    session = lock_run(session_id, fence)
+    if not session.trace_parent:
+        session.trace_parent = traceparent[:100]
+        session.save(update_fields=["trace_parent", "updated_at"])
 
 
 def _settle_interrupted(session: Session) -> list[str]:

@@ -27,6 +27,7 @@ from realtime import metrics
 from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
+from workflows import tracing
 from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
@@ -156,6 +157,8 @@ class AgentExecutor:
         this.usage = None
         this.streamed = 0
         this.words = WordCounter()
+        span = tracing.model_call_start(provider=str(provider.name), request=this.request)
+        answer: list[str] | None = [] if tracing.capturing() else None  # content, if asked
         started = time.monotonic()
         first: float | None = None
         outcome = metrics.CallOutcome.ERROR
@@ -174,6 +177,8 @@ class AgentExecutor:
                 else:
                     this.coalescer.add(item)
                     this.words.add(item.text)
+                    if answer is not None and not item.is_thinking:
+                        answer.append(item.text)
                 this.coalescer.check()
                 this.streamed += 1
                 if run.budget.limited:
@@ -192,6 +197,9 @@ class AgentExecutor:
                 provider=str(provider.name), model=this.request.model,
                 seconds=time.monotonic() - started, first_token_seconds=first, outcome=outcome,
             )
+            call = self._call_usage(this)
+            tracing.model_call_end(span, usage=call, cost=cost_usd(this.price, call),
+                                   outcome=outcome, output="".join(answer or ()))
 
     async def _tool_loop(self, run: RunContext, this: _Round, round_: int) -> None:
         """Model, tools, model again with their results, ... until the model answers
@@ -244,10 +252,12 @@ class AgentExecutor:
     def _live(self, this: _Round) -> Usage:
         """The round's usage so far: earlier calls as reported, the current one as the server
         reported it or, while it streams, by the word rule (input and output alike)."""
+        return this.used + self._call_usage(this)
+
+    def _call_usage(self, this: _Round) -> Usage:
         assert this.request is not None
-        current = this.usage or Usage(input_tokens=count_input_tokens(this.request),
-                                      output_tokens=this.words.words, estimated=True)
-        return this.used + current
+        return this.usage or Usage(input_tokens=count_input_tokens(this.request),
+                                   output_tokens=this.words.words, estimated=True)
 
     async def _hold_if_paused(self, run: RunContext, this: _Round) -> None:
         """Pause at a chunk boundary (or before a model call): what was streamed is stored,
@@ -306,6 +316,7 @@ class AgentExecutor:
             price=price.per_million() if price else {}, price_source=price.source if price else "",
         )
         run.budget.commit(node.id, cost)
+        tracing.agent_usage(usage, cost)
         run.outputs[node.id] = final_text
         run.status[node.id] = NodeStatus.COMPLETED
         run.interrupted.discard(node.id)
@@ -329,6 +340,7 @@ class AgentExecutor:
     async def _fail(self, run: RunContext, this: _Round, error: str, code: str) -> None:
         """The message keeps what the log holds (after a drain: everything that streamed,
         unless the log lost a chunk)."""
+        tracing.agent_failed(error, code)
         await this.coalescer.drain()
         await run.store.node_fail(
             session_id=run.session_id, node_id=this.node.id, error=error, code=code,
