@@ -17,7 +17,7 @@ from django.core import checks
 
 from sessions_app.prices import unpriced_models
 from workflows.definitions import DefinitionError, list_workflows
-from workflows.pricing import EXTRA_PRICES_SETTING
+from workflows.pricing import EXTRA_PRICES_SETTING, check_extra_prices
 
 
 def check_prices(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -38,9 +38,11 @@ def check_prices(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
     except DefinitionError:
         return messages  # workflows.E001 says what is wrong
     try:
-        missing = unpriced_models(definitions, extra=[settings.OPENAI_MODEL] if settings.OPENAI_MODEL else [])
+        check_extra_prices()
     except ValueError as exc:
-        return [*messages, checks.Error(str(exc), id="sessions_app.E002")]
+        messages.append(checks.Error(str(exc), hint="Fix or unset it (it is ignored meanwhile).",
+                                     id="sessions_app.E002"))
+    missing = unpriced_models(definitions, extra=[settings.OPENAI_MODEL] if settings.OPENAI_MODEL else [])
     for model, where in sorted(missing.items()):
         messages.append(checks.Warning(
             f"model {model!r} has no known price (used by {', '.join(where)}): its runs show "

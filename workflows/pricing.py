@@ -165,12 +165,23 @@ def _library_price(model: str, at: datetime) -> Price | None:
     )
 
 
+def check_extra_prices() -> None:
+    """Raise ValueError naming a malformed ``EXTRA_MODEL_PRICES`` entry (the start-up check)."""
+    _extra_prices()
+
+
 def resolve(model: str, *, at: datetime, overrides: Iterable[PriceOverride] = ()) -> Price | None:
-    """The price of ``model`` in force at ``at`` (None: no price known anywhere)."""
+    """The price of ``model`` in force at ``at`` (None: no price known anywhere). A malformed
+    ``EXTRA_MODEL_PRICES`` is logged and ignored here: a running session never fails for it
+    (``sessions_app.E002`` reports it at start-up)."""
     for override in overrides:
         if override.applies(model, at):
             return Price(model_price(override.per_million), override.source)
-    extra = _extra_prices().get(model)
+    try:
+        extra = _extra_prices().get(model)
+    except ValueError as exc:
+        log.error("%s ignored: %s", EXTRA_PRICES_SETTING, exc)
+        extra = None
     if extra is not None:
         return Price(model_price(extra), EXTRA_PRICES_SETTING)
     if model in HOUSE_PRICES:

@@ -4,6 +4,7 @@ nothing is charged past a budget by more than the model calls in flight when it 
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ from channels.db import database_sync_to_async
 
 from sessions_app import services
 from sessions_app.services.errors import InvalidData
+from sessions_app.services.receipts import _decode, _encode
 from tests.workflows.helpers import (
     RecordingProvider,
     agent_node,
@@ -27,6 +29,9 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
+from tests.workflows.test_takeover import _crash, _start_executor
+from workflows.budget import BudgetStart
+from workflows.store import RunStart
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -196,3 +201,47 @@ async def test_a_request_to_raise_outside_a_budget_request_is_refused(flows, exe
     log = await events(sid)
     assert budget_states(log) == ["ok"]
     assert not any(is_event("human_interaction_required")(e) for e in log)
+
+
+async def test_a_runner_taking_over_waits_for_the_same_budget_request(flows, executor, owner, monkeypatch):
+    flows.WORKER_LEASE_SECONDS = 0.6
+    sid = await create(owner, "chain")
+    assert await command(sid, owner, "start_session") is None
+    first = await wait_event(sid, is_budget_request)
+    await _crash(executor, monkeypatch)
+    other = await _start_executor("executor-b")
+    try:
+        await wait_event(sid, lambda e: e["event"] == "node_state_change"
+                         and e["data"] == {"node_id": "two", "status": "pending", "agent_id": "two"},
+                         after=first["seq"], timeout=10)
+        assert (await session_row(sid)).lease_owner == "executor-b"
+        assert await command(sid, owner, "submit_review", node_id="", decision="approve",
+                             budget_usd=1) is None
+        assert await wait_finished(sid) == "completed"
+    finally:
+        await other.close()
+    log = await events(sid)
+    assert sum(1 for e in log if is_budget_request(e)) == 1  # asked once, answered once
+    assert states(log)["three"] == ["running", "completed"]
+
+
+def test_a_run_start_with_a_budget_survives_a_retried_write():
+    start = RunStart(status="running", fresh=False, completed={}, node_status={}, rounds={},
+                     budget=BudgetStart(budget_usd=Decimal("0.5"), spent_usd=Decimal("0.1"),
+                                        state="warning", pending_round=2))
+    assert _decode(json.loads(json.dumps(_encode(start)))) == start
+
+
+@pytest.mark.django_db
+def test_system_checks_list_unpriced_models_and_the_deprecated_setting(flows, monkeypatch):
+    from sessions_app.checks import check_prices
+
+    flows.OPENAI_MODEL = "mystery-model-7b"
+    monkeypatch.setenv("EXTRA_MODEL_PRICES", "m:1:x")
+    found = {m.id: m.msg for m in check_prices(None)}
+    assert "mystery-model-7b" in found["sessions_app.W001"]
+    assert "deprecated" in found["sessions_app.W002"]
+    assert "not a number" in found["sessions_app.E002"]
+    monkeypatch.delenv("EXTRA_MODEL_PRICES")
+    flows.OPENAI_MODEL = ""
+    assert check_prices(None) == []  # every shipped and test workflow is priced

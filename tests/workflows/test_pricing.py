@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from realtime.vocabulary import TokenType
-from workflows.pricing import PriceOverride, cost_usd, known_model, resolve
+from workflows.pricing import PriceOverride, check_extra_prices, cost_usd, known_model, resolve
 from workflows.providers import Usage
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -99,10 +99,13 @@ def test_extra_model_prices_still_read_with_a_deprecation_warning(monkeypatch):
 
 
 @pytest.mark.parametrize("raw", ["nocolons", "m:1", "m:abc:1", "m:-1:1", ":1:2", "m:1:inf"])
-def test_malformed_extra_prices_raise_value_error(monkeypatch, raw):
+def test_malformed_extra_prices_are_an_error_at_start_up_and_ignored_by_a_run(monkeypatch, raw):
     monkeypatch.setenv("EXTRA_MODEL_PRICES", raw)
     with pytest.raises(ValueError, match="EXTRA_MODEL_PRICES"):
-        resolve("anything", at=NOW)
+        check_extra_prices()
+    # a running session is never failed by it: the other sources still price its models
+    assert resolve("gpt-4o-mini", at=NOW).source.startswith("genai-prices")
+    assert resolve("m", at=NOW) is None
 
 
 def test_usage_adds_up_type_by_type():
