@@ -22,6 +22,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from realtime.agui.cutoff import CutOffSlowStreams  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from realtime.tokens import BearerWithoutOrigin, TokenAuthMiddleware  # noqa: E402
+from workflows import tracing  # noqa: E402
 from workflows.worker import ensure_embedded_executor, stop_embedded_executor  # noqa: E402
 
 router = ProtocolTypeRouter(
@@ -35,6 +36,10 @@ router = ProtocolTypeRouter(
         ),
     }
 )
+
+
+# OpenTelemetry's ASGI server spans (HTTP and WebSocket), when tracing is on (workflows.tracing).
+router = tracing.instrument_asgi(router)
 
 
 async def application(scope, receive, send):

@@ -48,7 +48,7 @@ from prometheus_client import (  # noqa: E402 (the directory must exist first)
 )
 
 from realtime.protocol import LOGGED_EVENTS  # noqa: E402
-from realtime.vocabulary import FINISHED_SESSION_STATUSES, NodeStatus  # noqa: E402
+from realtime.vocabulary import FINISHED_SESSION_STATUSES, NodeStatus, TokenType  # noqa: E402
 
 NAMESPACE = "agentroom"
 
@@ -58,15 +58,6 @@ NAMESPACE = "agentroom"
 REGISTRY = CollectorRegistry(auto_describe=True)
 if not MULTIPROC_DIR:
     ProcessCollector(registry=REGISTRY)  # memory, CPU, open files (no meaning across processes)
-
-
-class TokenType(StrEnum):
-    """The ``type`` label of ``agentroom_tokens_total``: the kinds of token a usage row
-    records today. Cached input, cache writes and reasoning output join here when usage is
-    recorded by type (issue #16)."""
-
-    INPUT = "input"
-    OUTPUT = "output"
 
 
 class CallOutcome(StrEnum):
@@ -181,12 +172,19 @@ MODEL_FIRST_TOKEN_SECONDS = Histogram(
 )
 TOKENS = Counter(
     _name("tokens"),
-    "Tokens of completed agent nodes, by type and model (as the usage rows record them).",
+    "Tokens of completed agent nodes, by type (input, cached_input and cache_write are of "
+    "input; output and reasoning, of output: do not add them up) and model.",
     ["type", "model"], registry=REGISTRY,
 )
 COST = Counter(
     _name("cost_usd"),
-    "Cost in US dollars of completed agent nodes, by model (as the usage rows record it).",
+    "Cost in US dollars of completed agent nodes, by model (as the usage rows record it; "
+    "usage without a known price counts in agentroom_unpriced_tokens_total instead).",
+    ["model"], registry=REGISTRY,
+)
+UNPRICED_TOKENS = Counter(
+    _name("unpriced_tokens"),
+    "Tokens (input and output) of completed agent nodes whose model had no known price.",
     ["model"], registry=REGISTRY,
 )
 TAKEOVERS = Counter(
@@ -267,17 +265,23 @@ def run_finished(*, status: str, seconds: float | None) -> None:
 
 
 def node_finished(
-    *, status: str, seconds: float | None, model: str = "", input_tokens: int = 0,
-    output_tokens: int = 0, cost_usd: float = 0.0,
+    *, status: str, seconds: float | None, model: str = "",
+    tokens: dict[TokenType, int] | None = None, cost_usd: float | None = 0.0,
 ) -> None:
-    """An agent node's round ended (``NodeStatus.COMPLETED`` or ``FAILED``) with its usage."""
+    """An agent node's round ended (``NodeStatus.COMPLETED`` or ``FAILED``) with its usage
+    by token type (a cost of None: the model has no known price)."""
     if seconds is not None:
         NODE_SECONDS.labels(status=status).observe(seconds)
     if status != NodeStatus.COMPLETED:
         return
-    TOKENS.labels(type=TokenType.INPUT, model=model).inc(input_tokens)
-    TOKENS.labels(type=TokenType.OUTPUT, model=model).inc(output_tokens)
-    COST.labels(model=model).inc(cost_usd)
+    tokens = tokens or {}
+    for kind, count in tokens.items():
+        TOKENS.labels(type=kind, model=model).inc(count)
+    if cost_usd is None:
+        UNPRICED_TOKENS.labels(model=model).inc(
+            tokens.get(TokenType.INPUT, 0) + tokens.get(TokenType.OUTPUT, 0))
+    else:
+        COST.labels(model=model).inc(cost_usd)
 
 
 def observe_model_call(

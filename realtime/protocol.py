@@ -9,11 +9,12 @@ the JavaScript fixtures against this module) makes that class of bug impossible.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from realtime.timestamps import now_iso
-from realtime.vocabulary import CommandName, EventName, ReviewDecision
+from realtime.vocabulary import CommandName, EventName, ReviewDecision, TokenType
 
 # --------------------------------------------------------------------------- events
 
@@ -34,6 +35,16 @@ INT = (int,)
 NUM = (int, float)
 BOOL = (bool,)
 OPT_STR = (str, type(None))
+OPT_NUM = (int, float, type(None))
+
+# ``<type>_tokens`` for every token type: the usage fields of events, folded state, usage
+# rows and providers' Usage. Cached input and cache writes are part of input, reasoning part
+# of output. Those besides input and output are optional in events (logged before they
+# existed: 0).
+TOKEN_FIELDS = tuple(f"{kind}_tokens" for kind in TokenType)
+EXTRA_TOKEN_FIELDS = tuple(
+    f"{kind}_tokens" for kind in TokenType if kind not in (TokenType.INPUT, TokenType.OUTPUT)
+)
 
 # event name -> fields of its ``data`` object. ``logged`` events carry a ``seq`` and are
 # stored in the session event log; ephemeral ones (replies and presence) have ``seq: null``.
@@ -62,13 +73,18 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("model", *STR),
         _f("input_tokens", *INT),
         _f("output_tokens", *INT),
-        _f("estimated_cost_usd", *NUM),
+        *(_f(name, *INT, required=False) for name in EXTRA_TOKEN_FIELDS),
+        # null: the model has no known price ("price unknown", never 0).
+        _f("estimated_cost_usd", *OPT_NUM),
         _f("final", *BOOL),
         _f("session_input_tokens", *INT),
         _f("session_output_tokens", *INT),
+        *(_f(f"session_{name}", *INT, required=False) for name in EXTRA_TOKEN_FIELDS),
+        # The priced usage; session_price_unknown: some of the session's usage has no price.
         _f("session_cost_usd", *NUM),
         # A fork's copy of its parent's usage: shown, not counted in the session's figures.
         _f("inherited", *BOOL, required=False),
+        _f("session_price_unknown", *BOOL, required=False),
     ),
     EventName.EXECUTION_STARTED: (_f("workflow", *STR), _f("nodes", list)),
     EventName.EXECUTION_PAUSED: (),
@@ -76,7 +92,9 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
     EventName.EXECUTION_COMPLETED: (
         _f("input_tokens", *INT),
         _f("output_tokens", *INT),
+        *(_f(name, *INT, required=False) for name in EXTRA_TOKEN_FIELDS),
         _f("cost_usd", *NUM),
+        _f("price_unknown", *BOOL, required=False),
     ),
     EventName.EXECUTION_STOPPED: (_f("by", *OPT_STR, required=False),),
     EventName.EXECUTION_FAILED: (_f("error", *STR),),
@@ -96,6 +114,9 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("tool_call_id", *OPT_STR, required=False),
         _f("tool", *OPT_STR, required=False),
         _f("arguments", *OPT_STR, required=False),
+        # Present when the budget is reached (``node_id`` is then ""): raise it or stop.
+        _f("budget_usd", *NUM, required=False),
+        _f("cost_usd", *NUM, required=False),
     ),
     EventName.REVIEW_SUBMITTED: (
         _f("node_id", *STR),
@@ -144,6 +165,11 @@ LOGGED_EVENTS: dict[str, tuple[Field, ...]] = {
         _f("by", *OPT_STR),
         _f("link", *OPT_STR, required=False),
     ),
+    EventName.BUDGET_STATUS: (
+        _f("budget_usd", *OPT_NUM),
+        _f("cost_usd", *NUM),
+        _f("state", *STR),
+    ),
 }
 
 EPHEMERAL_EVENTS: dict[str, tuple[Field, ...]] = {
@@ -190,6 +216,7 @@ SEED_EVENTS = (
 MAX_TEXT = 4000
 MAX_COMMENT = 4000
 MAX_COMMAND_ID = 64
+MAX_BUDGET_USD = 1_000_000
 
 COMMANDS: dict[str, tuple[Field, ...]] = {
     CommandName.PING: (_f("last_seq", *INT, required=False),),
@@ -203,6 +230,8 @@ COMMANDS: dict[str, tuple[Field, ...]] = {
         _f("decision", *STR),
         _f("comment", *STR, required=False),
         _f("call_id", *STR, required=False),
+        # Approving a budget request: the new budget in USD (more than the current one).
+        _f("budget_usd", *NUM, required=False),
     ),
     CommandName.REPLAY_CONTROL: (
         _f("seq", *INT),
@@ -401,6 +430,12 @@ def parse_command(text: str | None, max_depth: int = 8) -> Command:
         if (len(data.get("comment", "")) > MAX_COMMENT or len(data["node_id"]) > 100
                 or len(data.get("call_id", "")) > 100):
             raise ProtocolError("invalid_data", "comment or node_id too long", command_id)
+        budget = data.get("budget_usd")
+        if budget is not None and not (math.isfinite(budget) and 0 < budget <= MAX_BUDGET_USD):
+            raise ProtocolError(
+                "invalid_data", f"budget_usd must be more than 0 and at most {MAX_BUDGET_USD}",
+                command_id,
+            )
     if name == CommandName.REPLAY_CONTROL:
         if data["seq"] < 0:
             raise ProtocolError("invalid_data", "seq must be >= 0", command_id)

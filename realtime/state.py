@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from realtime.protocol import TOKEN_FIELDS
 from realtime.timestamps import plus_seconds
 from realtime.vocabulary import (
     FINAL_NODE_STATUSES,
@@ -31,7 +32,8 @@ def empty_state() -> dict[str, Any]:
         "status": SessionStatus.CREATED.value,
         "nodes": {},
         "messages": [],
-        "usage": {"nodes": {}, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0},
+        "usage": {"nodes": {}, **dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": 0,
+                  "price_unknown": False},
         "cost_series": [],
         "pending_review": None,
         "reviews": [],
@@ -41,6 +43,7 @@ def empty_state() -> dict[str, Any]:
         "error": None,
         "members": {},
         "member_changes": [],
+        "budget": None,
     }
 
 
@@ -176,17 +179,18 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
                 message["final"] = True
         state["nodes"][node_id] = node
     elif name == EventName.TOKEN_USAGE:
+        # Token types an older event lacks are 0; a null node cost is "price unknown".
         usage = state["usage"]
         row = {
             "agent_id": data["agent_id"],
             "model": data["model"],
-            "input_tokens": data["input_tokens"],
-            "output_tokens": data["output_tokens"],
+            **{field: data.get(field, 0) for field in TOKEN_FIELDS},
             "cost_usd": data["estimated_cost_usd"],
         }
-        usage["input_tokens"] = data["session_input_tokens"]
-        usage["output_tokens"] = data["session_output_tokens"]
+        for field in TOKEN_FIELDS:
+            usage[field] = data.get(f"session_{field}", 0)
         usage["cost_usd"] = data["session_cost_usd"]
+        usage["price_unknown"] = data.get("session_price_unknown", False)
         if data.get("inherited"):
             # Spent by the parent session: listed, marked, not part of this session's cost.
             row["inherited"] = True
@@ -212,9 +216,9 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
         state["pending_review"] = None
     elif name == EventName.EXECUTION_COMPLETED:
         _finish(state, SessionStatus.COMPLETED.value, ts)
-        state["usage"]["input_tokens"] = data["input_tokens"]
-        state["usage"]["output_tokens"] = data["output_tokens"]
-        state["usage"]["cost_usd"] = data["cost_usd"]
+        for field in ("cost_usd", "price_unknown", *TOKEN_FIELDS):
+            if field in data:
+                state["usage"][field] = data[field]
     elif name == EventName.EXECUTION_STOPPED:
         _finish(state, SessionStatus.STOPPED.value, ts)
     elif name == EventName.EXECUTION_FAILED:
@@ -236,6 +240,8 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
             "tool_call_id": data.get("tool_call_id"),
             "tool": data.get("tool"),
             "arguments": data.get("arguments"),
+            "budget_usd": data.get("budget_usd"),
+            "cost_usd": data.get("cost_usd"),
         }
     elif name == EventName.REVIEW_SUBMITTED:
         state["reviews"].append(
@@ -267,6 +273,13 @@ def apply(state: dict[str, Any], envelope: dict[str, Any]) -> None:
                 "started_at": ts,
             }
         )
+    elif name == EventName.BUDGET_STATUS:
+        state["budget"] = {
+            "budget_usd": data["budget_usd"],
+            "cost_usd": data["cost_usd"],
+            "state": data["state"],
+            "at": ts,
+        }
     elif name == EventName.MEMBER_CHANGED:
         # members: user -> role. A snapshot replaces it with the session's members as they
         # are (realtime.snapshots): a member let in before this event existed has no event.

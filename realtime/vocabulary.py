@@ -36,6 +36,7 @@ class EventName(models.TextChoices):
     TOOL_CALL_END = "tool_call_end"
     TOOL_CALL_RESULT = "tool_call_result"
     MEMBER_CHANGED = "member_changed"
+    BUDGET_STATUS = "budget_status"
     # Ephemeral: per connection or per moment, never logged (seq null).
     SNAPSHOT = "snapshot"
     ACK = "ack"
@@ -132,6 +133,30 @@ FINAL_TOOL_CALL_STATUSES = frozenset(
     {ToolCallStatus.SUCCEEDED, ToolCallStatus.FAILED, ToolCallStatus.DENIED,
      ToolCallStatus.INTERRUPTED}
 )
+
+
+class TokenType(StrEnum):
+    """The kinds of token a model call is billed for: each is a ``<type>_tokens`` field of
+    ``token_usage``, a column of the usage rows, a price and the ``type`` label of
+    ``agentroom_tokens_total``.
+
+    Cached input (read from the provider's cache) and cache writes are *part of* input, and
+    reasoning is *part of* output, as OpenTelemetry's GenAI conventions and AG-UI count them:
+    never added on top (docs/engine.md, "Usage and cost")."""
+
+    INPUT = "input"
+    CACHED_INPUT = "cached_input"
+    CACHE_WRITE = "cache_write"
+    OUTPUT = "output"
+    REASONING = "reasoning"
+
+
+class BudgetState(models.TextChoices):
+    """Where a session's spend stands against its budget (``budget_status.state``)."""
+
+    OK = "ok"
+    WARNING = "warning"  # the live cost crossed the warning threshold
+    REACHED = "reached"  # the run holds until someone raises the budget or stops it
 
 
 class ReviewDecision(models.TextChoices):

@@ -9,6 +9,7 @@ one leaves neither effect nor receipt behind (it may be retried with the same id
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -26,6 +27,12 @@ from sessions_app.services.sessions import (
     user_message_post,
 )
 
+
+def _money(value: float | int | None) -> Decimal | None:
+    """A budget from the socket (a JSON number) as the column's Decimal, to the micro-dollar."""
+    return None if value is None else Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
 CommandService = Callable[[Any, AbstractBaseUser, dict[str, Any]], object]
 
 COMMAND_SERVICES: dict[CommandName, CommandService] = {
@@ -39,6 +46,7 @@ COMMAND_SERVICES: dict[CommandName, CommandService] = {
     CommandName.SUBMIT_REVIEW: lambda sid, user, data: review_submit(
         session_id=sid, user=user, node_id=data["node_id"], decision=data["decision"],
         comment=data.get("comment", ""), call_id=data.get("call_id"),
+        budget_usd=_money(data.get("budget_usd")),
     ),
     CommandName.REPLAY_CONTROL: lambda sid, user, data: replay_control(
         session_id=sid, user=user, seq=data["seq"], playing=data["playing"], speed=data["speed"],

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.utils import timezone
 from realtime.vocabulary import (
     ACTIVE_SESSION_STATUSES,
     MEMBER_ROLES,
+    BudgetState,
     MessageKind,
     NodeStatus,
     NodeType,
@@ -30,6 +32,7 @@ from realtime.vocabulary import (
 from workflows.vocabulary import ReviewStatus
 
 ZERO = Decimal("0")
+MICRO_DOLLAR = Decimal("0.000001")
 
 
 class Session(models.Model):
@@ -52,7 +55,22 @@ class Session(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
+    # Of input_tokens / of output_tokens (docs/engine.md, "Usage and cost").
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    # The priced usage only: price_unknown says some usage had no price (shown, never $0).
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    price_unknown = models.BooleanField(default=False)
+    budget_usd = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(MICRO_DOLLAR)],
+        help_text="Spend limit in USD: the run holds and asks a controller when it is reached "
+        "(empty: no limit). Defaults to the workflow's budget.",
+    )
+    budget_state = models.CharField(
+        max_length=10, choices=BudgetState.choices, default=BudgetState.OK
+    )
     nodes_total = models.PositiveIntegerField(default=0)
     nodes_completed = models.PositiveIntegerField(default=0)
     nodes_failed = models.PositiveIntegerField(default=0)
@@ -74,6 +92,8 @@ class Session(models.Model):
         default=dict, blank=True,
         help_text="What the fork changed for its node: instruction, prompt, model, provider.",
     )
+    # The first runner's OpenTelemetry run span (W3C traceparent): a take-over continues it.
+    trace_parent = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -228,7 +248,18 @@ class TokenUsage(models.Model):
     round = models.PositiveIntegerField(default=1)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    cached_input_tokens = models.BigIntegerField(default=0, help_text="Of input: read from the cache.")
+    cache_write_tokens = models.BigIntegerField(default=0, help_text="Of input: written to the cache.")
+    reasoning_tokens = models.BigIntegerField(default=0, help_text="Of output: reasoning.")
+    estimated = models.BooleanField(
+        default=False, help_text="The server reported no usage: counted by the word rule."
+    )
+    # Null: the model had no known price ("price unknown", never $0).
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    # The price it was charged at (USD per million tokens, by token type) and where it came
+    # from, so a later price change never rewrites a past cost.
+    price = models.JSONField(default=dict, blank=True)
+    price_source = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     # A fork's copy of its parent's row: shown with the node, never in the session's totals.
     inherited = models.BooleanField(default=False)
@@ -389,3 +420,5 @@ class AguiThread(models.Model):
 
     def __str__(self) -> str:
         return f"AG-UI thread {self.thread_id}"
+# Operators' model prices (in their own module for size; imported here so Django finds them).
+from sessions_app.model_prices import ModelPrice  # noqa: E402, F401

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessions_app import selectors
-from sessions_app.services import leases, nodes, reviews, runs, tools, usage
+from sessions_app import prices, selectors
+from sessions_app.services import budgets, leases, nodes, reviews, runs, tools, usage
 
 _WHERE = {
     "run_begin": runs,
     "run_finish": runs,
+    "run_trace": runs,
     "run_definition": selectors,
     "claim_runs": leases,
     "renew_lease": leases,
@@ -40,6 +41,10 @@ _WHERE = {
     "tool_call_set_running": tools,
     "tool_call_finish": tools,
     "transcript_search": selectors,
+    "model_price": prices,
+    "run_budget": prices,
+    "budget_notice": budgets,
+    "budget_review_open": budgets,
 }
 
 

@@ -21,6 +21,7 @@ from realtime.eventlog import head_seq, read_frames
 from realtime.vocabulary import Access, NodeType
 from sessions_app import selectors
 from sessions_app.models import Session
+from sessions_app.prices import suggested_models
 from sessions_app.services.errors import ServiceError
 from sessions_app.services.forks import (
     MAX_INSTRUCTION_CHARS,
@@ -29,7 +30,6 @@ from sessions_app.services.forks import (
     session_fork,
 )
 from sessions_app.views import room_config, room_context, visible_session
-from workflows.pricing import all_prices
 from workflows.vocabulary import ProviderName
 
 PAGE_MAX = 5000
@@ -112,7 +112,7 @@ def _fork_context(session: Session, node_id: str, form: dict[str, str], error: s
         "prompt": prompts.get(node_id, ""),
         "current_model": models.get(node_id, ""),
         "is_agent": node_id in prompts,
-        "models": sorted(all_prices()),
+        "models": suggested_models(also=models.values()),
         "providers": [p.value for p in ProviderName],
         "form": form,
         "error": error,

@@ -13,7 +13,9 @@ from typing import Any
 
 from django.apps import AppConfig, apps
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
+from workflows import tracing
 from workflows.definitions import DefinitionError, validate_all
 
 
@@ -40,3 +42,8 @@ class WorkflowsConfig(AppConfig):
     def ready(self) -> None:
         # Tagged so ``manage.py check --tag workflows`` runs it alone (no database needed).
         checks.register(check_workflow_definitions, "workflows")
+        # Opt-in traces (workflows.tracing): a setting it cannot honour stops the start-up.
+        try:
+            tracing.configure_from_env()
+        except tracing.TracingConfigError as exc:
+            raise ImproperlyConfigured(f"OpenTelemetry tracing: {exc}") from None

@@ -14,14 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from realtime.eventlog import FencedOut
 from realtime.publisher import get_publisher
-from realtime.vocabulary import FINAL_NODE_STATUSES, EventName, NodeStatus, NodeType, SessionStatus
+from realtime.vocabulary import (
+    FINAL_NODE_STATUSES,
+    BudgetState,
+    EventName,
+    NodeStatus,
+    NodeType,
+    SessionStatus,
+)
+from workflows import tracing
+from workflows.budget import BudgetGuard
 from workflows.control import RunAction
 from workflows.definitions import NodeSpec, WorkflowDefinition
 from workflows.nodes import AGENT, EXECUTORS
-from workflows.pricing import known_model
+from workflows.nodes.review import ask_for_budget
 from workflows.providers import effective_model
 from workflows.store import RunStart
 from workflows.stored import FencedStore
@@ -57,6 +67,9 @@ class SessionRunner:
         self.control_at = 0.0
         self.review_wake = asyncio.Event()
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.budget = BudgetGuard()
+        self.budget.on_change = self._budget_changed
+        self.side_tasks: set[asyncio.Task[None]] = set()  # budget notices and requests
 
     # ------------------------------------------------------------------ control
     def on_control(self, action: str) -> None:
@@ -93,6 +106,7 @@ class SessionRunner:
             return
         self.stopped = True
         self.running.set()
+        self.budget.release()
         for task in self.tasks.values():
             task.cancel()
 
@@ -117,9 +131,21 @@ class SessionRunner:
             return None
         self._load(begin)
         self.apply_status(begin.status)
+        with tracing.run_span(session_id=self.session_id, workflow=self.definition.slug,
+                              generation=self.generation, parent=begin.trace_parent) as span:
+            if not begin.trace_parent and tracing.enabled():  # a runner taking over continues it
+                await self.store.run_trace(session_id=self.session_id,
+                                           traceparent=tracing.traceparent(span))
+            try:
+                return await self._run(span)
+            except asyncio.CancelledError:  # the executor left the run (shutdown, lease lost)
+                tracing.run_ended(span, status=None)
+                raise
+
+    async def _run(self, span: Any) -> str | None:
         error = ""
         try:
-            error = await self._refuse_unpriced()
+            error = await self._refuse_misconfigured()
             if not error:
                 await self._schedule()
         except asyncio.CancelledError:
@@ -133,10 +159,13 @@ class SessionRunner:
         finally:
             await self._end_tasks()
         if self.abandoned:
+            tracing.run_ended(span, status=None)
             return None
         await get_publisher().flush()
         self.finishing = True
-        return await self.store.run_finish(session_id=self.session_id, error=error)
+        status = await self.store.run_finish(session_id=self.session_id, error=error)
+        tracing.run_ended(span, status=status, error=error)
+        return status
 
     def _load(self, begin: RunStart) -> None:
         """Take the state a previous runner left (all pending on a fresh start)."""
@@ -146,6 +175,10 @@ class SessionRunner:
         self.outputs.update(begin.outputs)
         self.rounds.update(begin.rounds)
         self.interrupted = set(begin.interrupted)
+        if begin.budget is not None:
+            self.budget.load(begin.budget)
+            if begin.budget.pending_round is not None:  # a budget request still open
+                self._side(ask_for_budget(self, begin.budget.pending_round))
         for node in self.definition.nodes:
             target = node.options.get("reviews") if node.type == NodeType.HUMAN_REVIEW else None
             if begin.node_status.get(node.id) == NodeStatus.WAITING_REVIEW and target in self.interrupted:
@@ -154,28 +187,41 @@ class SessionRunner:
 
     async def _end_tasks(self) -> None:
         """Cancel what still runs (not twice: a second cancel would cut its clean-up)."""
-        for task in self.tasks.values():
+        for task in [*self.tasks.values(), *self.side_tasks]:
             if not task.done() and not task.cancelling():
                 task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self.tasks or self.side_tasks:
+            await asyncio.gather(*self.tasks.values(), *self.side_tasks, return_exceptions=True)
 
-    async def _refuse_unpriced(self) -> str:
-        """Fail at the start, not mid-way, if a model that would run has no price."""
+    # ------------------------------------------------------------------ budget
+    def _side(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine, name=f"budget-{self.session_id}")
+        self.side_tasks.add(task)
+        task.add_done_callback(self.side_tasks.discard)
+
+    def _budget_changed(self, state: BudgetState) -> None:
+        """The live cost crossed the warning threshold (tell the viewers) or reached the
+        budget (every stream holds at its next chunk; ask whether to raise it or stop)."""
+        if self.stopped:
+            return
+        if state == BudgetState.REACHED:
+            self._side(ask_for_budget(self))
+        else:
+            self._side(self.store.budget_notice(
+                session_id=self.session_id, state=state, cost_usd=self.budget.spent()))
+
+    async def _refuse_misconfigured(self) -> str:
+        """Fail at the start, not mid-way, if a node's provider cannot run. (A model without
+        a price runs: its cost is "price unknown", and the ``sessions_app.W001`` system check
+        lists it.)"""
         missing: dict[str, str] = {}
         for node in self.definition.nodes:
             if node.agent is None or self.status[node.id] in FINAL_NODE_STATUSES:
                 continue
             try:
-                model = effective_model(node.agent.provider, node.agent.model)
+                effective_model(node.agent.provider, node.agent.model)
             except ValueError as exc:
                 missing[node.id] = str(exc)
-                continue
-            if not known_model(model):
-                missing[node.id] = (
-                    f"model {model!r} has no price in workflows.pricing; add it with "
-                    "EXTRA_MODEL_PRICES=name:input_per_million:output_per_million"
-                )
         if not missing:
             return ""
         for node_id, error in missing.items():
@@ -187,7 +233,7 @@ class SessionRunner:
         pending = [n for n, s in self.status.items() if s == NodeStatus.PENDING]
         await self.store.nodes_skip(
             session_id=self.session_id, node_ids=pending,
-            reason="not run: the workflow uses a model without a price",
+            reason="not run: a node's model provider is not configured",
         )
         return f"cannot run: {next(iter(missing.values()))}"
 
@@ -225,7 +271,10 @@ class SessionRunner:
             await self._skip_blocked()
             ready = self._ready()
             if ready:
-                await self.running.wait()  # paused: start nothing new
+                # Paused, or the budget reached: start nothing new.
+                while not (self.running.is_set() and self.budget.allows()) and not self.stopped:
+                    await self.running.wait()
+                    await self.budget.wait()
                 if self.stopped:
                     break
                 await self._launch(ready)
@@ -237,6 +286,7 @@ class SessionRunner:
             for node_id, task in list(self.tasks.items()):
                 if task in done:
                     del self.tasks[node_id]
+                    self.budget.drop(node_id)
                     if not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
 
@@ -266,4 +316,7 @@ class SessionRunner:
         return current + 1 if self.status.get(node_id) == NodeStatus.COMPLETED else max(1, current)
 
     async def run_agent(self, node: NodeSpec, *, round_: int, feedback: list[str]) -> None:
-        await AGENT.run_round(self, node, round_=round_, feedback=feedback)
+        assert node.agent is not None
+        with tracing.agent_span(session_id=self.session_id, node_id=node.id, round_=round_,
+                                agent_id=node.agent.id, agent_name=node.agent.name):
+            await AGENT.run_round(self, node, round_=round_, feedback=feedback)

@@ -29,6 +29,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from realtime.layer import Registered
+from workflows.budget import BudgetStart
+from workflows.pricing import Price
 from workflows.vocabulary import ReviewStatus
 
 
@@ -47,6 +49,8 @@ class RunStart:
     rounds: dict[str, int]
     outputs: dict[str, str] = field(default_factory=dict)  # last completed answer of every node
     interrupted: frozenset[str] = frozenset()  # nodes a dead runner left half-done
+    budget: BudgetStart | None = None  # the session's budget and what it has spent
+    trace_parent: str = ""  # the first runner's run span (W3C traceparent), when tracing
 
 
 @dataclass(frozen=True)
@@ -100,14 +104,35 @@ class RunStore(Protocol):
 
     def node_complete(
         self, *, fence: int, session_id: str, node_id: str, agent_id: str, round: int, model: str,
-        message_id: int, text: str, thinking: str, input_tokens: int, output_tokens: int,
-        cost_usd: Decimal,
-    ) -> None: ...
+        message_id: int, text: str, thinking: str, input_tokens: int, cached_input_tokens: int,
+        cache_write_tokens: int, output_tokens: int, reasoning_tokens: int, estimated: bool,
+        cost_usd: Decimal | None, price: dict[str, str], price_source: str,
+    ) -> None:
+        """The round's usage row: its tokens by type, and the price it was charged at (None
+        cost: the price is unknown)."""
 
     def usage_progress(
-        self, *, fence: int, session_id: str, node_id: str, agent_id: str, model: str, input_tokens: int,
-        output_tokens: int, cost_usd: Decimal,
+        self, *, fence: int, session_id: str, node_id: str, agent_id: str, model: str,
+        input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, output_tokens: int,
+        reasoning_tokens: int, cost_usd: Decimal | None,
     ) -> None: ...
+
+    def run_trace(self, *, fence: int, session_id: str, traceparent: str) -> None:
+        """Keep the run span's context, so a runner taking over continues the trace."""
+
+    # --------------------------------------------------------------- prices and budgets
+    def model_price(self, *, model: str) -> Price | None:
+        """The model's price in force now (the admin's prices first; ``workflows.pricing``)."""
+
+    def run_budget(self, *, session_id: str) -> Decimal | None:
+        """The session's budget as it stands (after a controller raised it)."""
+
+    def budget_notice(self, *, fence: int, session_id: str, state: str, cost_usd: Decimal) -> None:
+        """The live cost crossed the warning threshold: log ``budget_status``."""
+
+    def budget_review_open(self, *, fence: int, session_id: str, cost_usd: Decimal) -> int:
+        """The budget is reached: ask a controller to raise it or stop (a review keyed by
+        ``workflows.budget.BUDGET_REVIEW_KEY``); returns the request's round."""
 
     def node_fail(
         self, *, fence: int, session_id: str, node_id: str, error: str, code: str, message_id: int | None,

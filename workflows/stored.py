@@ -68,13 +68,15 @@ WRITES = frozenset({
     "node_complete", "usage_progress", "node_fail", "node_stopped", "nodes_skip",
     "review_open", "review_auto_approve", "review_decide_default", "review_close",
     "tool_approval_open", "tool_call_begin", "tool_call_set_running", "tool_call_finish",
+    "budget_notice", "budget_review_open", "run_trace",
 })
 
 
 # Writes that log events carry a key too, the same for every attempt: an attempt whose COMMIT
 # did commit although its reply was lost is not carried out again (the store returns the
-# first attempt's result). A partial save logs nothing and is harmless to repeat.
-KEYED = WRITES - {"message_save_partial"}
+# first attempt's result). A partial save and the trace context log nothing and are harmless
+# to repeat.
+KEYED = WRITES - {"message_save_partial", "run_trace"}
 
 
 class FencedStore:

@@ -91,9 +91,14 @@ class MessageAdmin(RuntimeAdmin):
 @admin.register(TokenUsage)
 class TokenUsageAdmin(RuntimeAdmin):
     list_display = ("created_at", "node_id", "agent_id", "model", "round", "input_tokens",
-                    "output_tokens", "cost_usd", "session_link")
-    list_filter = (SessionFilter, "model")
+                    "cached_input_tokens", "cache_write_tokens", "output_tokens",
+                    "reasoning_tokens", "cost", "price_source", "session_link")
+    list_filter = (SessionFilter, "model", "price_source")
     ordering = ("-id",)
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, obj: TokenUsage) -> str:
+        return "price unknown" if obj.cost_usd is None else f"${obj.cost_usd:.6f}"
 
 
 @admin.register(NodeState)

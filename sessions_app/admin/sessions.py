@@ -84,11 +84,27 @@ class LineageFilter(admin.SimpleListFilter):
 
 class TokenUsageInline(ReadOnlyInline):
     model = TokenUsage
-    verbose_name_plural = "token usage"
+    verbose_name_plural = "token usage (cached and cache writes are part of input, reasoning of output)"
     fields = (
-        "node_id", "agent_id", "model", "round", "input_tokens", "output_tokens", "cost_usd",
+        "node_id", "agent_id", "model", "round", "input_tokens", "cached_input_tokens",
+        "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "price_charged",
         "created_at",
     )
+
+    @admin.display(description="cost (USD)")
+    def cost(self, obj: TokenUsage) -> str:
+        return usd_or_unknown(obj.cost_usd) + (" (estimated usage)" if obj.estimated else "")
+
+    @admin.display(description="price charged (USD per million)")
+    def price_charged(self, obj: TokenUsage) -> str:
+        if not obj.price:
+            return "—"
+        return "; ".join(f"{kind} {value}" for kind, value in obj.price.items()) + f" — {obj.price_source}"
+
+
+def usd_or_unknown(value: Any) -> str:
+    """A cost as the room shows it: "price unknown" instead of a silent $0."""
+    return "price unknown" if value is None else f"${value:.6f}"
 
 
 class HumanReviewInline(ReadOnlyInline):
@@ -157,8 +173,15 @@ class SessionAdmin(admin.ModelAdmin):
         ("Totals", {
             "fields": (
                 ("nodes_total", "nodes_completed", "nodes_failed"),
-                ("input_tokens", "output_tokens", "cost_usd"),
+                ("input_tokens", "cached_input_tokens", "cache_write_tokens"),
+                ("output_tokens", "reasoning_tokens"),
+                ("cost_usd", "price_unknown"),
             ),
+        }),
+        ("Budget", {
+            "fields": (("budget_usd", "budget_state"),),
+            "description": "The run holds and asks a controller when its cost reaches the budget. "
+            "A change here applies from the run's next start, take-over or budget decision.",
         }),
         ("Timing", {
             "fields": (("created_at", "started_at", "finished_at"), "duration"),
@@ -177,7 +200,8 @@ class SessionAdmin(admin.ModelAdmin):
     readonly_fields = (
         "owner", "workflow_slug", "status_badge", "meeting_room", "lineage", "event_log", "error",
         "nodes_total", "nodes_completed", "nodes_failed", "input_tokens", "output_tokens",
-        "cost_usd", "created_at", "started_at", "finished_at", "duration", "run_requested",
+        "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "price_unknown",
+        "budget_state", "cost_usd", "created_at", "started_at", "finished_at", "duration", "run_requested",
         "lease_owner", "lease_expires_at", "logged_events", "updated_at", "workflow_definition",
     )
 
@@ -198,7 +222,7 @@ class SessionAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: Session, form: Any, change: bool) -> None:
-        obj.save(update_fields=["title", "updated_at"])
+        obj.save(update_fields=["title", "budget_usd", "updated_at"])
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is SessionShare:
@@ -252,7 +276,7 @@ class SessionAdmin(admin.ModelAdmin):
 
     @admin.display(description="est. cost (USD)", ordering="cost_usd")
     def cost(self, obj: Session) -> str:
-        return f"${obj.cost_usd:.4f}"
+        return f"${obj.cost_usd:.4f}" + (" + price unknown" if obj.price_unknown else "")
 
     @admin.display(description="meeting room")
     def meeting_room(self, obj: Session) -> str:

@@ -1,4 +1,5 @@
-"""Cost and token totals of a set of sessions, per day and per workflow.
+"""Cost and token totals of a set of sessions, per day, per user (the owner) and per workflow:
+every token type, how many sessions had usage without a price, and where their budgets stand.
 
 Works on any Session queryset, so the admin summary page can hand it exactly the sessions
 its changelist shows (same filters, same search). Ordering and extra annotations of the
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
+from realtime.vocabulary import BudgetState
 from sessions_app.models import Session
 
 MICRO_DOLLAR = Decimal("0.000001")
@@ -29,18 +31,34 @@ class Row:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
+    cached_input_tokens: int = 0  # of input
+    cache_write_tokens: int = 0  # of input
+    reasoning_tokens: int = 0  # of output
+    price_unknown: int = 0  # sessions with usage whose price is unknown (not in cost_usd)
+    budgeted: int = 0  # sessions with a budget
+    budget_warning: int = 0  # ... whose spend passed the warning threshold
+    budget_reached: int = 0  # ... that reached it (held, raised or stopped)
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
 
+_FIELDS = {
+    "tin": "input_tokens", "tcached": "cached_input_tokens", "twrite": "cache_write_tokens",
+    "tout": "output_tokens", "treason": "reasoning_tokens",
+}
+
+
 def _metrics() -> dict[str, Any]:
     return {
         "n": Count("pk"),
-        "tin": Sum("input_tokens", default=0),
-        "tout": Sum("output_tokens", default=0),
+        **{key: Sum(name, default=0) for key, name in _FIELDS.items()},
         "cost": Sum("cost_usd", default=Decimal("0")),
+        "unpriced": Count("pk", filter=Q(price_unknown=True)),
+        "budgeted": Count("pk", filter=Q(budget_usd__isnull=False)),
+        "warned": Count("pk", filter=Q(budget_usd__isnull=False, budget_state=BudgetState.WARNING)),
+        "reached": Count("pk", filter=Q(budget_usd__isnull=False, budget_state=BudgetState.REACHED)),
     }
 
 
@@ -53,6 +71,10 @@ def _row(key: Any, values: dict[str, Any]) -> Row:
     return Row(
         key=key, sessions=values["n"], input_tokens=values["tin"],
         output_tokens=values["tout"], cost_usd=_money(values["cost"]),
+        cached_input_tokens=values["tcached"], cache_write_tokens=values["twrite"],
+        reasoning_tokens=values["treason"], price_unknown=values["unpriced"],
+        budgeted=values["budgeted"], budget_warning=values["warned"],
+        budget_reached=values["reached"],
     )
 
 
@@ -88,10 +110,22 @@ def per_workflow(queryset: QuerySet[Session]) -> list[Row]:
     return [_row(r["workflow_slug"], r) for r in rows]
 
 
+def per_user(queryset: QuerySet[Session]) -> list[Row]:
+    """Spend per owner (who started the sessions), most expensive first."""
+    rows = (
+        _plain(queryset)
+        .values("owner__username")
+        .annotate(**_metrics())
+        .order_by("-cost", "owner__username")
+    )
+    return [_row(r["owner__username"], r) for r in rows]
+
+
 def summary(queryset: QuerySet[Session]) -> dict[str, Any]:
-    """Everything the summary page shows, in three queries."""
+    """Everything the summary page shows, in four queries."""
     return {
         "totals": totals(queryset),
         "per_day": per_day(queryset),
+        "per_user": per_user(queryset),
         "per_workflow": per_workflow(queryset),
     }

@@ -21,7 +21,7 @@ from sessions_app.services import observed
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.receipts import idempotent
-from sessions_app.services.usage import publish_usage, session_totals
+from sessions_app.services.usage import apply_session_totals, publish_usage
 from workflows.vocabulary import ReviewStatus
 
 MAX_ERROR = 2000
@@ -117,38 +117,43 @@ def node_complete(
     text: str,
     thinking: str,
     input_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
     output_tokens: int,
-    cost_usd: Decimal,
+    reasoning_tokens: int = 0,
+    estimated: bool = False,
+    cost_usd: Decimal | None,
+    price: dict[str, str] | None = None,
+    price_source: str = "",
 ) -> None:
-    """Node done: final message, output for downstream nodes, usage row, live session totals."""
+    """Node done: final message, output for downstream nodes, usage row (tokens by type and
+    the price charged, so a later price change never rewrites it), live session totals."""
     session = lock_run(session_id, fence)
     node = locked_node(session_id, node_id)
     close_message(message_id, text=text, thinking=thinking)
+    tokens = {
+        "input_tokens": input_tokens, "cached_input_tokens": cached_input_tokens,
+        "cache_write_tokens": cache_write_tokens, "output_tokens": output_tokens,
+        "reasoning_tokens": reasoning_tokens,
+    }
     TokenUsage.objects.update_or_create(
         session=session, node_id=node_id, round=round,
         defaults={
-            "agent_id": agent_id, "model": model, "input_tokens": input_tokens,
-            "output_tokens": output_tokens, "cost_usd": cost_usd,
+            "agent_id": agent_id, "model": model, **tokens, "estimated": estimated,
+            "cost_usd": cost_usd, "price": price or {}, "price_source": price_source,
         },
     )
     node.status = NodeStatus.COMPLETED
     node.output = text
     node.finished_at = timezone.now()
     node.save(update_fields=["status", "output", "finished_at"])
-    session.input_tokens, session.output_tokens, session.cost_usd = session_totals(session)
+    totals = apply_session_totals(session)
     recount_nodes(session)
-    session.save(
-        update_fields=[
-            "input_tokens", "output_tokens", "cost_usd", "nodes_completed", "nodes_failed",
-            "updated_at",
-        ]
-    )
+    session.save(update_fields=[*totals, "nodes_completed", "nodes_failed", "updated_at"])
     publish_usage(session=session, node_id=node_id, agent_id=agent_id, model=model, final=True)
     node_state_event(session.pk, node)
-    observed.node_ended(
-        node=node, message_id=message_id, model=model, input_tokens=input_tokens,
-        output_tokens=output_tokens, cost_usd=cost_usd,
-    )
+    observed.node_ended(node=node, message_id=message_id, model=model, tokens=tokens,
+                        cost_usd=cost_usd)
 
 
 @idempotent

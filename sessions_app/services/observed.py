@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from realtime import metrics
+from realtime.vocabulary import TokenType
 from sessions_app.models import Message, NodeState, Session
 
 
@@ -28,14 +29,16 @@ def run_taken_over() -> None:
 
 
 def node_ended(
-    *, node: NodeState, message_id: int | None, model: str = "", input_tokens: int = 0,
-    output_tokens: int = 0, cost_usd: Decimal | None = None,
+    *, node: NodeState, message_id: int | None, model: str = "",
+    tokens: dict[str, int] | None = None, cost_usd: Decimal | None = None,
 ) -> None:
-    """An agent node's round completed or failed (``node.status``), with the usage it recorded."""
+    """An agent node's round completed or failed (``node.status``), with the usage it
+    recorded (``<type>_tokens``; a cost of None: the price is unknown)."""
     fields: dict[str, Any] = {
         "status": str(node.status), "seconds": _round_seconds(node, message_id), "model": model,
-        "input_tokens": input_tokens, "output_tokens": output_tokens,
-        "cost_usd": float(cost_usd or 0),
+        "tokens": {TokenType(name.removesuffix("_tokens")): count
+                   for name, count in (tokens or {}).items()},
+        "cost_usd": None if cost_usd is None else float(cost_usd),
     }
     transaction.on_commit(lambda: metrics.node_finished(**fields))
 

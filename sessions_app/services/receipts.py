@@ -12,18 +12,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 
 from sessions_app.models import RunWriteReceipt
+from workflows.budget import BudgetStart
 from workflows.store import RunStart
+
+
+def _money(value: Any) -> Any:
+    return None if value is None else Decimal(value)
 
 
 def _encode(result: Any) -> Any:
     if isinstance(result, RunStart):
         fields = dataclasses.asdict(result)
         fields["interrupted"] = sorted(result.interrupted)
+        if result.budget is not None:  # money as text: JSON has no Decimal
+            fields["budget"] = {name: str(value) if isinstance(value, Decimal) else value
+                                for name, value in fields["budget"].items()}
         return {"run_start": fields}
     return result
 
@@ -31,7 +40,13 @@ def _encode(result: Any) -> Any:
 def _decode(stored: Any) -> Any:
     if isinstance(stored, dict) and "run_start" in stored:
         fields = stored["run_start"]
-        return RunStart(**{**fields, "interrupted": frozenset(fields["interrupted"])})
+        budget = fields.get("budget")
+        if budget is not None:
+            budget = BudgetStart(**{**budget, "budget_usd": _money(budget["budget_usd"]),
+                                    "spent_usd": Decimal(budget["spent_usd"]),
+                                    "warn_at": Decimal(budget["warn_at"])})
+        return RunStart(**{**fields, "interrupted": frozenset(fields["interrupted"]),
+                           "budget": budget})
     return stored
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -18,6 +19,7 @@ from django.utils import timezone
 from realtime.publisher import publish_sync
 from realtime.vocabulary import EventName, NodeStatus, ReviewDecision, SessionStatus
 from sessions_app.models import HumanReview
+from sessions_app.services.budgets import budget_decided
 from sessions_app.services.errors import InvalidData, InvalidState, NotFound, ServiceError
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
@@ -25,6 +27,7 @@ from sessions_app.services.nodes import locked_node, recount_nodes
 from sessions_app.services.receipts import idempotent
 from sessions_app.services.sessions import locked_session
 from workflows import control
+from workflows.budget import BUDGET_REVIEW_KEY
 from workflows.control import RunAction
 from workflows.vocabulary import ReviewStatus
 
@@ -54,9 +57,12 @@ def review_submit(
     comment: str = "",
     timed_out: bool = False,
     call_id: str | None = None,
+    budget_usd: Decimal | None = None,
 ) -> HumanReview:
     """Decide the pending review of a node (or, with ``call_id``, the approval of one of its
-    tool calls); the runner continues, sends the agent back, or runs or denies the tool.
+    tool calls; with node "" the budget request, whose approval needs ``budget_usd``); the
+    runner continues, sends the agent back, runs or denies the tool, or goes on with the
+    raised budget (a rejected budget request stops the session).
 
     Without ``call_id`` the node's pending review is decided, whichever kind it is."""
     if decision not in ReviewDecision.values:
@@ -70,6 +76,8 @@ def review_submit(
         pending = pending.filter(call_id=call_id)
     review = pending.order_by("-round", "-id").first()
     if review is None:
+        if node_id == "":
+            raise InvalidState("the session is not waiting for a budget decision")
         if not session.node_states.filter(node_id=node_id).exists():
             raise NotFound(f"no node {node_id!r} in this session")
         if call_id is not None:
@@ -88,11 +96,19 @@ def review_submit(
     review.decided_by = user
     review.decided_at = timezone.now()
     review.save()
+    budget = review.call_id == BUDGET_REVIEW_KEY and review.node_id == ""
+    if budget and decision == ReviewDecision.APPROVE:  # refused before anything is logged
+        budget_decided(session=session, review=review, user=user, budget_usd=budget_usd,
+                       timed_out=timed_out)
     _review_event(
         session.pk, node_id=node_id, decision=decision, comment=comment,
         by=user.get_username() if user is not None else None, timed_out=timed_out,
-        call_id=review.call_id,
+        call_id="" if budget else review.call_id,
     )
+    if budget and decision == ReviewDecision.REJECT:
+        budget_decided(session=session, review=review, user=user, budget_usd=None,
+                       timed_out=timed_out)
+        return review
     others_pending = session.reviews.filter(status=ReviewStatus.PENDING).exists()
     if session.status == SessionStatus.WAITING_REVIEW and not others_pending:
         session.status = SessionStatus.RUNNING

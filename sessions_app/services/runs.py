@@ -24,13 +24,17 @@ from realtime.vocabulary import (
     SessionStatus,
 )
 from sessions_app.models import HumanReview, Message, MessageKind, Session
+from sessions_app.prices import budget_start
 from sessions_app.services import observed
+from sessions_app.services.budgets import budget_event
 from sessions_app.services.events import node_state_event
 from sessions_app.services.leases import lock_run
 from sessions_app.services.nodes import recount_nodes
 from sessions_app.services.receipts import forget_receipts, idempotent
 from sessions_app.services.tools import interrupt_open_calls
-from sessions_app.services.usage import session_totals
+from sessions_app.services.usage import apply_session_totals
+from workflows.budget import BUDGET_REVIEW_KEY
+from workflows.providers.base import TOKEN_FIELDS
 from workflows.store import RunStart
 from workflows.vocabulary import ReviewStatus
 
@@ -59,6 +63,8 @@ def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
             event=EventName.EXECUTION_STARTED,
             data={"workflow": session.workflow_slug, "nodes": node_ids},
         )
+        if session.budget_usd is not None:
+            budget_event(session)
     else:
         interrupted = _settle_interrupted(session)
         observed.run_taken_over()  # only a runner continuing another's run finds it begun
@@ -71,7 +77,18 @@ def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
         rounds={n.node_id: n.rounds for n in nodes},
         outputs={n.node_id: n.output for n in nodes},
         interrupted=frozenset(interrupted),
+        budget=budget_start(session),
+        trace_parent=session.trace_parent,
     )
+
+
+@transaction.atomic
+def run_trace(*, session_id: Any, fence: int, traceparent: str) -> None:
+    """The first runner's run span: a runner taking over continues its trace."""
+    session = lock_run(session_id, fence)
+    if not session.trace_parent:
+        session.trace_parent = traceparent[:100]
+        session.save(update_fields=["trace_parent", "updated_at"])
 
 
 def _settle_interrupted(session: Session) -> list[str]:
@@ -178,12 +195,16 @@ def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
     session.run_requested = False
     session.lease_owner = ""
     session.lease_expires_at = None
-    session.input_tokens, session.output_tokens, session.cost_usd = session_totals(session)
+    totals = apply_session_totals(session)
     recount_nodes(session)
     _close_open_messages(session)
+    # A budget reached by the last node's usage has nothing left to hold.
+    session.reviews.filter(
+        node_id="", call_id=BUDGET_REVIEW_KEY, status=ReviewStatus.PENDING
+    ).update(status=ReviewStatus.CANCELLED)
     fields = [
-        "run_requested", "lease_owner", "lease_expires_at", "input_tokens", "output_tokens",
-        "cost_usd", "nodes_completed", "nodes_failed", "updated_at",
+        "run_requested", "lease_owner", "lease_expires_at", *totals,
+        "nodes_completed", "nodes_failed", "updated_at",
     ]
     if session.status in ACTIVE_SESSION_STATUSES:
         unfinished = session.node_states.exclude(status=NodeStatus.COMPLETED).exists()
@@ -200,9 +221,9 @@ def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
             publish_sync(
                 session_id=session.pk, event=EventName.EXECUTION_COMPLETED,
                 data={
-                    "input_tokens": session.input_tokens,
-                    "output_tokens": session.output_tokens,
+                    **{name: getattr(session, name) for name in TOKEN_FIELDS},
                     "cost_usd": float(session.cost_usd),
+                    "price_unknown": session.price_unknown,
                 },
             )
         fields += ["status", "error", "finished_at"]

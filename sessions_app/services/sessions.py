@@ -8,6 +8,8 @@ back, and a failure never leaves half a state behind. Runners are told after com
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -31,17 +33,26 @@ from workflows.vocabulary import ReviewStatus
 
 
 @transaction.atomic
-def session_create(*, owner: AbstractBaseUser, workflow_slug: str, title: str = "") -> Session:
+def session_create(
+    *, owner: AbstractBaseUser, workflow_slug: str, title: str = "",
+    budget_usd: Decimal | None = None,
+) -> Session:
     """Create a session from a workflow file; the session keeps a copy of the definition.
-    Raises DefinitionError for an unknown or broken workflow."""
+    Its budget is ``budget_usd`` or else the workflow's (none: no limit). Raises
+    DefinitionError for an unknown or broken workflow, InvalidData for a budget <= 0."""
     definition = load_workflow(workflow_slug)
     title = (title or "").strip()[:200] or definition.name
+    if budget_usd is None and definition.budget is not None:
+        budget_usd = definition.budget.usd
+    if budget_usd is not None and not (budget_usd.is_finite() and budget_usd > 0):
+        raise InvalidData("a budget must be more than $0")
     session = Session.objects.create(
         owner=owner,
         title=title,
         workflow_slug=definition.slug,
         workflow_definition=definition.to_dict(),
         nodes_total=len(definition.nodes),
+        budget_usd=budget_usd,
     )
     NodeState.objects.bulk_create(
         [

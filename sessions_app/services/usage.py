@@ -2,7 +2,10 @@
 
 Usage rows (``TokenUsage``, one per node and round) are written when a node completes; while
 a long node streams, its usage so far is announced every ``USAGE_INTERVAL_SECONDS`` without a
-row, so a take-over can never count a node twice.
+row, so a take-over can never count a node twice. Tokens are counted by type
+(``realtime.vocabulary.TokenType``: cached input and cache writes are part of input,
+reasoning part of output). A cost is None when its model has no price: the session's cost
+then sums the priced usage and ``price_unknown`` says that some is missing (never $0).
 """
 
 from __future__ import annotations
@@ -11,52 +14,64 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 
 from realtime.publisher import publish_sync
 from realtime.vocabulary import EventName
 from sessions_app.models import ZERO, Session, TokenUsage
 from sessions_app.services.leases import lock_run
 from sessions_app.services.receipts import idempotent
+from workflows.providers.base import TOKEN_FIELDS
 
-NO_MORE = (0, 0, ZERO)
-
-
-def _sums(query: Any) -> tuple[int, int, Decimal]:
-    totals = query.aggregate(i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd"))
-    return totals["i"] or 0, totals["o"] or 0, totals["c"] or ZERO
+# The session columns ``session_totals`` fills.
+TOTAL_FIELDS = [*TOKEN_FIELDS, "cost_usd", "price_unknown"]
 
 
-def session_totals(session: Session) -> tuple[int, int, Decimal]:
-    """(input tokens, output tokens, cost) summed over the session's own usage rows (a fork's
-    rows inherited from its parent were spent there, not here)."""
+def _sums(query: Any) -> dict[str, Any]:
+    totals = query.aggregate(
+        **{name: Sum(name) for name in TOKEN_FIELDS},
+        cost=Sum("cost_usd"), unpriced=Count("pk", filter=Q(cost_usd__isnull=True)),
+    )
+    sums: dict[str, Any] = {name: totals[name] or 0 for name in TOKEN_FIELDS}
+    sums["cost_usd"] = totals["cost"] or ZERO
+    sums["price_unknown"] = bool(totals["unpriced"])
+    return sums
+
+
+def session_totals(session: Session) -> dict[str, Any]:
+    """Every token type, the cost of the priced usage and ``price_unknown``, summed over the
+    session's own usage rows (the Session columns of the same names; a fork's rows inherited
+    from its parent were spent there, not here)."""
     return _sums(TokenUsage.objects.filter(session=session, inherited=False))
+
+
+def apply_session_totals(session: Session) -> list[str]:
+    """Set the session's totals from its usage rows; the fields to save."""
+    for name, value in session_totals(session).items():
+        setattr(session, name, value)
+    return TOTAL_FIELDS
 
 
 def publish_usage(
     *, session: Session, node_id: str, agent_id: str, model: str, final: bool,
-    more: tuple[int, int, Decimal] = NO_MORE,
+    more: dict[str, Any] | None = None,
 ) -> None:
-    """token_usage: the node's stored rows plus ``more`` (the live part of a running node)."""
-    done_in, done_out, done_cost = _sums(TokenUsage.objects.filter(session=session, node_id=node_id))
-    more_in, more_out, more_cost = more
-    publish_sync(
-        session_id=session.pk,
-        event=EventName.TOKEN_USAGE,
-        node_id=node_id,
-        data={
-            "node_id": node_id,
-            "agent_id": agent_id,
-            "model": model,
-            "input_tokens": done_in + more_in,
-            "output_tokens": done_out + more_out,
-            "estimated_cost_usd": float(done_cost + more_cost),
-            "final": final,
-            "session_input_tokens": session.input_tokens + more_in,
-            "session_output_tokens": session.output_tokens + more_out,
-            "session_cost_usd": float(session.cost_usd + more_cost),
-        },
-    )
+    """token_usage: the node's stored rows plus ``more`` (the live part of a running node:
+    ``<type>_tokens`` and ``cost_usd``, None when its price is unknown)."""
+    done = _sums(TokenUsage.objects.filter(session=session, node_id=node_id))
+    more = more or {}
+    live_cost: Decimal | None = more.get("cost_usd", ZERO)
+    node_unknown = done["price_unknown"] or live_cost is None
+    data: dict[str, Any] = {"node_id": node_id, "agent_id": agent_id, "model": model}
+    for name in TOKEN_FIELDS:
+        data[name] = done[name] + more.get(name, 0)
+    data["estimated_cost_usd"] = None if node_unknown else float(done["cost_usd"] + (live_cost or ZERO))
+    data["final"] = final
+    for name in TOKEN_FIELDS:
+        data[f"session_{name}"] = getattr(session, name) + more.get(name, 0)
+    data["session_cost_usd"] = float(session.cost_usd + (live_cost or ZERO))
+    data["session_price_unknown"] = session.price_unknown or live_cost is None
+    publish_sync(session_id=session.pk, event=EventName.TOKEN_USAGE, node_id=node_id, data=data)
 
 
 @idempotent
@@ -69,12 +84,19 @@ def usage_progress(
     agent_id: str,
     model: str,
     input_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
     output_tokens: int,
-    cost_usd: Decimal,
+    reasoning_tokens: int = 0,
+    cost_usd: Decimal | None,
 ) -> None:
     """Periodic usage of a long node (not stored as a usage row until the node ends)."""
     session = lock_run(session_id, fence)
     publish_usage(
         session=session, node_id=node_id, agent_id=agent_id, model=model, final=False,
-        more=(input_tokens, output_tokens, cost_usd),
+        more={
+            "input_tokens": input_tokens, "cached_input_tokens": cached_input_tokens,
+            "cache_write_tokens": cache_write_tokens, "output_tokens": output_tokens,
+            "reasoning_tokens": reasoning_tokens, "cost_usd": cost_usd,
+        },
     )

@@ -8,6 +8,11 @@ export function formatUsd(value, decimals = 4) {
   return `$${(Number.isFinite(n) ? n : 0).toFixed(decimals)}`;
 }
 
+/** A cost, or "price unknown" for null (a model without a price: never shown as $0). */
+export function formatCost(value, decimals = 4) {
+  return value === null || value === undefined ? "price unknown" : formatUsd(value, decimals);
+}
+
 /** "3,210" */
 export function formatTokens(value) {
   const n = Number(value);

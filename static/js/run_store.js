@@ -5,11 +5,15 @@
 import {
   ACTIVE_SESSION_STATUSES,
   EventName,
+  TokenType,
   FINAL_NODE_STATUSES,
   FINISHED_SESSION_STATUSES,
   NodeStatus,
   SessionStatus,
 } from "./vocabulary.js";
+
+/** `<type>_tokens` for every token type: the usage fields of events and of the folded state. */
+export const TOKEN_FIELDS = Object.freeze(Object.values(TokenType).map((kind) => `${kind}_tokens`));
 
 export function defaultNode() {
   return { status: NodeStatus.PENDING, agent_id: null, started_at: null, finished_at: null, error: null };
@@ -21,7 +25,7 @@ export function emptyState() {
     status: SessionStatus.CREATED,
     nodes: {},
     messages: [],
-    usage: { nodes: {}, input_tokens: 0, output_tokens: 0, cost_usd: 0 },
+    usage: { nodes: {}, ...Object.fromEntries(TOKEN_FIELDS.map((f) => [f, 0])), cost_usd: 0, price_unknown: false },
     cost_series: [],
     pending_review: null,
     reviews: [],
@@ -31,6 +35,7 @@ export function emptyState() {
     error: null,
     members: {},
     member_changes: [],
+    budget: null,
   };
 }
 
@@ -116,9 +121,13 @@ export function reduceRun(state, envelope) {
           tool_call_id: given(data, "tool_call_id"),
           tool: given(data, "tool"),
           arguments: given(data, "arguments"),
+          budget_usd: given(data, "budget_usd"),
+          cost_usd: given(data, "cost_usd"),
         },
       };
     }
+    case EventName.BUDGET_STATUS:
+      return { ...state, budget: { budget_usd: data.budget_usd ?? null, cost_usd: data.cost_usd, state: data.state, at: ts } };
     case EventName.REVIEW_SUBMITTED:
       return {
         ...state,

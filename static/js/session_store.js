@@ -3,6 +3,9 @@
 // member changes) plus small selectors.
 
 import { EventName, FINAL_NODE_STATUSES, MessageKind } from "./vocabulary.js";
+import { TOKEN_FIELDS } from "./run_store.js";
+
+const has = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call(obj, key);
 
 function lastAgentMessageIndex(messages, nodeId) {
   for (let i = messages.length - 1; i >= 0; i -= 1) {
@@ -87,11 +90,11 @@ export function reduceSession(state, envelope) {
         ],
       };
     case EventName.TOKEN_USAGE: {
+      // Token types an older event lacks are 0; a null node cost is "price unknown".
       const row = {
         agent_id: data.agent_id,
         model: data.model,
-        input_tokens: data.input_tokens,
-        output_tokens: data.output_tokens,
+        ...Object.fromEntries(TOKEN_FIELDS.map((f) => [f, data[f] ?? 0])),
         cost_usd: data.estimated_cost_usd,
       };
       // A fork's copy of its parent's usage: listed and marked, not this session's spend.
@@ -101,23 +104,18 @@ export function reduceSession(state, envelope) {
         usage: {
           ...state.usage,
           nodes: { ...state.usage.nodes, [data.node_id]: row },
-          input_tokens: data.session_input_tokens,
-          output_tokens: data.session_output_tokens,
+          ...Object.fromEntries(TOKEN_FIELDS.map((f) => [f, data[`session_${f}`] ?? 0])),
           cost_usd: data.session_cost_usd,
+          price_unknown: data.session_price_unknown ?? false,
         },
         cost_series: data.inherited ? state.cost_series : [...state.cost_series, [ts, data.session_cost_usd]],
       };
     }
-    case EventName.EXECUTION_COMPLETED:
-      return {
-        ...state,
-        usage: {
-          ...state.usage,
-          input_tokens: data.input_tokens,
-          output_tokens: data.output_tokens,
-          cost_usd: data.cost_usd,
-        },
-      };
+    case EventName.EXECUTION_COMPLETED: {
+      const usage = { ...state.usage };
+      for (const f of ["cost_usd", "price_unknown", ...TOKEN_FIELDS]) if (has(data, f)) usage[f] = data[f];
+      return { ...state, usage };
+    }
     case EventName.MEMBER_CHANGED: {
       const members = { ...state.members };
       if (data.role === null || data.role === undefined) delete members[data.user];

@@ -1,9 +1,29 @@
-// Cost panel: total (fixed decimals, tabular figures), input/output tokens, an inline SVG
-// sparkline of the session cost over time, and a per-node table.
+// Cost panel: total (fixed decimals, tabular figures; "+ price unknown" when a model had no
+// price), input tokens with the cached part and output tokens with the reasoning part (parts,
+// never added on top), the budget and how much of it is used, an inline SVG sparkline of the
+// session cost over time, and a per-node table.
 
 import { byTestId, h, setAttr, setText, svg } from "./dom.js";
 import { usageRows } from "./session_store.js";
-import { formatTokens, formatUsd, sparklinePoints } from "./format.js";
+import { formatCost, formatTokens, formatUsd, sparklinePoints } from "./format.js";
+import { BudgetState, TokenType } from "./vocabulary.js";
+
+// How a part of input or output is named under its count.
+const PART_WORDS = Object.freeze({
+  [TokenType.CACHED_INPUT]: "cached",
+  [TokenType.REASONING]: "reasoning",
+});
+
+const BUDGET_WORDS = Object.freeze({
+  [BudgetState.OK]: "",
+  [BudgetState.WARNING]: " · nearly spent",
+  [BudgetState.REACHED]: " · reached: the run waits",
+});
+
+/** A count and, when there is one, its part ("412" + "256 cached"). */
+function withPart(total, part, word) {
+  return part ? [formatTokens(total), h("span", { class: "cost-part" }, `${formatTokens(part)} ${word}`)] : [formatTokens(total)];
+}
 
 const W = 240;
 const H = 48;
@@ -12,6 +32,10 @@ export function createCostView(root) {
   const total = byTestId(root, "total-cost");
   const input = byTestId(root, "total-input");
   const output = byTestId(root, "total-output");
+  const cached = byTestId(root, "total-cached");
+  const reasoning = byTestId(root, "total-reasoning");
+  const unknown = byTestId(root, "price-unknown");
+  const budget = byTestId(root, "budget");
   const sparkWrap = root.querySelector("#cost-sparkline");
   const rows = root.querySelector("#cost-rows");
 
@@ -71,9 +95,9 @@ export function createCostView(root) {
             title: [agents.get(r.agent_id) || r.agent_id, r.model, r.inherited ? "inherited: spent by the parent session, not in this total" : null].filter(Boolean).join(" · "),
           },
           h("td", {}, titles.get(r.node_id) || r.node_id, r.inherited ? h("span", { class: "muted" }, " (inherited)") : null),
-          h("td", { class: "num" }, formatTokens(r.input_tokens)),
-          h("td", { class: "num" }, formatTokens(r.output_tokens)),
-          h("td", { class: "num" }, formatUsd(r.cost_usd)),
+          h("td", { class: "num" }, ...withPart(r.input_tokens, r.cached_input_tokens, PART_WORDS[TokenType.CACHED_INPUT])),
+          h("td", { class: "num" }, ...withPart(r.output_tokens, r.reasoning_tokens, PART_WORDS[TokenType.REASONING])),
+          h("td", { class: "num", "data-testid": "cost-cell" }, formatCost(r.cost_usd)),
         ),
       ),
     );
@@ -87,6 +111,18 @@ export function createCostView(root) {
       setAttr(total, "data-value", usage.cost_usd);
       setText(input, formatTokens(usage.input_tokens));
       setText(output, formatTokens(usage.output_tokens));
+      setText(cached, formatTokens(usage.cached_input_tokens));
+      setText(reasoning, formatTokens(usage.reasoning_tokens));
+      setAttr(cached.parentElement, "title", usage.cache_write_tokens ? `${formatTokens(usage.cache_write_tokens)} written to the cache` : "");
+      unknown.hidden = !usage.price_unknown;
+      const b = state.budget;
+      budget.hidden = !b || b.budget_usd === null;
+      if (!budget.hidden) {
+        const spent = Math.max(Number(usage.cost_usd) || 0, Number(b.cost_usd) || 0);
+        const share = b.budget_usd > 0 ? Math.round((100 * spent) / b.budget_usd) : 0;
+        setText(budget, `Budget ${formatUsd(b.budget_usd)} · ${share}% used${BUDGET_WORDS[b.state] ?? ""}`);
+        setAttr(budget, "data-state", b.state);
+      }
       if (state.cost_series !== lastSeries) {
         lastSeries = state.cost_series;
         renderSpark(state.cost_series);

@@ -1,10 +1,12 @@
 // Review dialog: opens by itself once per review round for people who may control the
 // session, shows the reason and a countdown, and submits approve / reject (reject needs a
 // comment). It closes when the review is answered (by anyone) or the user picks "Later";
-// the controls bar and the node keep a "Review" button to reopen it.
+// the controls bar and the node keep a "Review" button to reopen it. A budget request (a
+// review with `budget_usd`, no node) asks for a new budget instead: "Raise and continue"
+// approves with it, "Stop the run" rejects (no comment needed).
 
 import { byTestId, setAttr, setText } from "./dom.js";
-import { formatCountdown } from "./format.js";
+import { formatCountdown, formatUsd } from "./format.js";
 import { STATES } from "./connection.js";
 import { CommandName, ReviewDecision } from "./vocabulary.js";
 
@@ -18,6 +20,10 @@ export function createReviewView(root, { onCommand, requestRender }) {
   const approve = byTestId(root, "btn-approve");
   const reject = byTestId(root, "btn-reject");
   const later = root.querySelector("#review-later");
+  const budgetBox = root.querySelector("#review-budget");
+  const budgetInput = byTestId(root, "review-budget-input");
+  const commentHint = root.querySelector("#review-comment-hint");
+  const title = root.querySelector("#review-title");
   let openedFor = null; // "<node>:<round>" the dialog opened for automatically
   let current = null; // the pending review shown
   let busy = false;
@@ -48,10 +54,23 @@ export function createReviewView(root, { onCommand, requestRender }) {
     error.hidden = !text;
   }
 
+  const isBudget = (review) => review?.budget_usd !== null && review?.budget_usd !== undefined;
+
   function submit(decision) {
     if (!current || busy || !connected) return;
     const text = comment.value.trim();
-    if (decision === ReviewDecision.REJECT && !text) {
+    const payload = { node_id: current.node_id, decision, comment: text };
+    if (isBudget(current)) {
+      if (decision === ReviewDecision.APPROVE) {
+        const value = Number(budgetInput.value);
+        if (!Number.isFinite(value) || value <= current.budget_usd) {
+          showError(`Give a budget above the current ${formatUsd(current.budget_usd)}.`);
+          budgetInput.focus();
+          return;
+        }
+        payload.budget_usd = value;
+      }
+    } else if (decision === ReviewDecision.REJECT && !text) {
       showError("Add a comment so the agents know what to change.");
       comment.focus();
       return;
@@ -59,7 +78,7 @@ export function createReviewView(root, { onCommand, requestRender }) {
     showError("");
     busy = true;
     requestRender();
-    onCommand(CommandName.SUBMIT_REVIEW, { node_id: current.node_id, decision, comment: text })
+    onCommand(CommandName.SUBMIT_REVIEW, payload)
       .then(() => {
         comment.value = "";
         close();
@@ -91,9 +110,17 @@ export function createReviewView(root, { onCommand, requestRender }) {
         return;
       }
       const nodes = meta.workflow?.nodes || [];
-      const title = (id) => nodes.find((n) => n.id === id)?.title || id;
+      const nodeTitle = (id) => nodes.find((n) => n.id === id)?.title || id;
       setText(reason, review.reason);
-      const about = review.reviewed_node_id ? `Reviewing the answer of ${title(review.reviewed_node_id)}` : `Review step: ${title(review.node_id)}`;
+      const budget = isBudget(review);
+      budgetBox.hidden = !budget;
+      commentHint.hidden = budget;
+      setText(title, budget ? "Budget reached" : "Your review is needed");
+      setText(approve.querySelector(".btn-label"), budget ? "Raise budget and continue" : "Approve");
+      setText(reject.querySelector(".btn-label"), budget ? "Stop the run" : "Reject with comment");
+      const about = budget
+        ? `Spent ${formatUsd(review.cost_usd)} of ${formatUsd(review.budget_usd)}`
+        : review.reviewed_node_id ? `Reviewing the answer of ${nodeTitle(review.reviewed_node_id)}` : `Review step: ${nodeTitle(review.node_id)}`;
       setText(context, `${about}${review.round > 1 ? ` · round ${review.round}` : ""}`);
       if (review.deadline) {
         const left = Date.parse(review.deadline) - now;
@@ -111,6 +138,7 @@ export function createReviewView(root, { onCommand, requestRender }) {
       if (openedFor !== key) {
         openedFor = key;
         comment.value = "";
+        if (budget) budgetInput.value = String(Math.round(review.budget_usd * 2 * 1e6) / 1e6);
         showError("");
         open();
       }

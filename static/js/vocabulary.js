@@ -23,6 +23,7 @@ export const EventName = Object.freeze({
   TOOL_CALL_END: "tool_call_end",
   TOOL_CALL_RESULT: "tool_call_result",
   MEMBER_CHANGED: "member_changed",
+  BUDGET_STATUS: "budget_status",
   SNAPSHOT: "snapshot",
   ACK: "ack",
   PONG: "pong",
@@ -93,6 +94,20 @@ export const ToolCallStatus = Object.freeze({
 
 export const FINAL_TOOL_CALL_STATUSES = Object.freeze(["denied", "failed", "interrupted", "succeeded"]);
 
+export const TokenType = Object.freeze({
+  INPUT: "input",
+  CACHED_INPUT: "cached_input",
+  CACHE_WRITE: "cache_write",
+  OUTPUT: "output",
+  REASONING: "reasoning",
+});
+
+export const BudgetState = Object.freeze({
+  OK: "ok",
+  WARNING: "warning",
+  REACHED: "reached",
+});
+
 export const ReviewDecision = Object.freeze({
   APPROVE: "approve",
   REJECT: "reject",
@@ -114,7 +129,7 @@ export const Access = Object.freeze({
 
 export const WATCHER_COMMANDS = Object.freeze(["ping"]);
 
-export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result", "member_changed"]);
+export const LOGGED_EVENTS = Object.freeze(["token_stream", "node_state_change", "node:parallel_start", "token_usage", "execution:started", "execution:paused", "execution:resumed", "execution:completed", "execution:stopped", "execution:failed", "error", "human_interaction_required", "review_submitted", "node_resumed", "user_message", "tool_call_start", "tool_call_args", "tool_call_end", "tool_call_result", "member_changed", "budget_status"]);
 
 export const EPHEMERAL_EVENTS = Object.freeze(["snapshot", "ack", "pong", "presence", "batch", "replay_control"]);
 

@@ -21,7 +21,7 @@ function deepFreeze(o) {
   return o;
 }
 
-const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "tool_calls", "started_at", "finished_at", "error", "members", "member_changes"].sort();
+const STATE_KEYS = ["status", "nodes", "messages", "usage", "cost_series", "pending_review", "reviews", "tool_calls", "started_at", "finished_at", "error", "members", "member_changes", "budget"].sort();
 
 test("there are at least 3 scenarios, each with the documented shape", () => {
   assert.ok(scenarioFiles.length >= 3, `found ${scenarioFiles.length}`);
@@ -63,7 +63,7 @@ test("the empty state has the documented shape", () => {
     status: "created",
     nodes: {},
     messages: [],
-    usage: { nodes: {}, input_tokens: 0, output_tokens: 0, cost_usd: 0 },
+    usage: { nodes: {}, input_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: 0, reasoning_tokens: 0, cost_usd: 0, price_unknown: false },
     cost_series: [],
     pending_review: null,
     reviews: [],
@@ -73,6 +73,7 @@ test("the empty state has the documented shape", () => {
     error: null,
     members: {},
     member_changes: [],
+    budget: null,
   });
 });
 
@@ -121,18 +122,40 @@ test("token_usage replaces per-node numbers, sets session totals, appends to cos
     E(seq, "token_usage", { node_id: "n", agent_id: "ag", model: "m", input_tokens: inT, output_tokens: outT, estimated_cost_usd: cost, final: false, session_input_tokens: sIn, session_output_tokens: sOut, session_cost_usd: sCost });
   s = fold(s, u(1, 10, 1, 0.001, 10, 1, 0.001));
   s = fold(s, u(2, 10, 5, 0.002, 10, 5, 0.002));
-  assert.deepEqual(s.usage, { nodes: { n: { agent_id: "ag", model: "m", input_tokens: 10, output_tokens: 5, cost_usd: 0.002 } }, input_tokens: 10, output_tokens: 5, cost_usd: 0.002 });
+  // An event from before token types: the types it lacks are 0.
+  const n = { agent_id: "ag", model: "m", input_tokens: 10, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: 5, reasoning_tokens: 0, cost_usd: 0.002 };
+  assert.deepEqual(s.usage, { nodes: { n }, input_tokens: 10, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: 5, reasoning_tokens: 0, cost_usd: 0.002, price_unknown: false });
   assert.deepEqual(s.cost_series, [["2026-11-24T10:00:01.000Z", 0.001], ["2026-11-24T10:00:02.000Z", 0.002]]);
-  assert.deepEqual(usageRows(s), [{ node_id: "n", agent_id: "ag", model: "m", input_tokens: 10, output_tokens: 5, cost_usd: 0.002 }]);
+  assert.deepEqual(usageRows(s), [{ node_id: "n", ...n }]);
+});
+
+test("token_usage by type and with no price: null node cost, price_unknown for the session", () => {
+  const s = fold(emptyState(), E(1, "token_usage", {
+    node_id: "n", agent_id: "ag", model: "m", input_tokens: 10, cached_input_tokens: 6, cache_write_tokens: 1,
+    output_tokens: 5, reasoning_tokens: 2, estimated_cost_usd: null, final: true, session_input_tokens: 10,
+    session_cached_input_tokens: 6, session_cache_write_tokens: 1, session_output_tokens: 5,
+    session_reasoning_tokens: 2, session_cost_usd: 0, session_price_unknown: true,
+  }));
+  assert.deepEqual(s.usage.nodes.n, { agent_id: "ag", model: "m", input_tokens: 10, cached_input_tokens: 6, cache_write_tokens: 1, output_tokens: 5, reasoning_tokens: 2, cost_usd: null });
+  assert.equal(s.usage.cached_input_tokens, 6);
+  assert.equal(s.usage.price_unknown, true);
+});
+
+test("budget_status sets the budget; a budget request is a pending review without a node", () => {
+  let s = fold(emptyState(), E(1, "budget_status", { budget_usd: 0.5, cost_usd: 0.41, state: "warning" }));
+  assert.deepEqual(s.budget, { budget_usd: 0.5, cost_usd: 0.41, state: "warning", at: "2026-11-24T10:00:01.000Z" });
+  s = fold(s, E(2, "human_interaction_required", { node_id: "", reason: "Budget reached", timeout: null, round: 1, budget_usd: 0.5, cost_usd: 0.5 }));
+  assert.equal(s.pending_review.budget_usd, 0.5);
+  assert.equal(s.pending_review.node_id, "");
 });
 
 test("human_interaction_required: deadline from timeout, defaults for round and reviewed node", () => {
   let s = emptyState();
   s = fold(s, E(1, "human_interaction_required", { node_id: "r", reason: "check", timeout: 90 }, "2026-11-24T10:59:30.500Z"));
   assert.equal(s.status, "waiting_review");
-  assert.deepEqual(s.pending_review, { node_id: "r", reason: "check", timeout: 90, deadline: "2026-11-24T11:01:00.500Z", reviewed_node_id: null, round: 1, tool_call_id: null, tool: null, arguments: null });
+  assert.deepEqual(s.pending_review, { node_id: "r", reason: "check", timeout: 90, deadline: "2026-11-24T11:01:00.500Z", reviewed_node_id: null, round: 1, tool_call_id: null, tool: null, arguments: null, budget_usd: null, cost_usd: null });
   s = fold(s, E(2, "human_interaction_required", { node_id: "r", reason: "again", reviewed_node_id: "d", round: 2 }));
-  assert.deepEqual(s.pending_review, { node_id: "r", reason: "again", timeout: null, deadline: null, reviewed_node_id: "d", round: 2, tool_call_id: null, tool: null, arguments: null });
+  assert.deepEqual(s.pending_review, { node_id: "r", reason: "again", timeout: null, deadline: null, reviewed_node_id: "d", round: 2, tool_call_id: null, tool: null, arguments: null, budget_usd: null, cost_usd: null });
   s = fold(s, E(3, "review_submitted", { node_id: "r", decision: "approve", comment: "", by: "al", timed_out: false }));
   assert.equal(s.pending_review, null);
   assert.equal(s.status, "waiting_review", "status changes with node_resumed, not with the review");

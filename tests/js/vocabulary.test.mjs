@@ -25,7 +25,7 @@ const sorted = (values) => [...values].sort();
 const ENUMS = Object.entries(vocabulary).filter(([, value]) => !Array.isArray(value));
 
 test("vocabulary.js exports frozen enums and sets", () => {
-  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "Role", "SessionStatus", "ToolCallStatus"]);
+  assert.deepEqual(ENUMS.map(([name]) => name).sort(), ["Access", "BudgetState", "CommandName", "EventName", "MessageKind", "NodeStatus", "NodeType", "ReviewDecision", "Role", "SessionStatus", "TokenType", "ToolCallStatus"]);
   for (const [name, value] of Object.entries(vocabulary)) assert.ok(Object.isFrozen(value), `${name} is not frozen`);
 });
 
@@ -71,10 +71,11 @@ test("every vocabulary member a module names exists (a typo would be undefined)"
 });
 
 test("no module spells a protocol word as a bare string: they use vocabulary.js", () => {
-  // "error" is also a toast's kind and the fallback code of a reply without one. Comments
-  // and the display texts of a table keyed by a constant (`[NodeStatus.FAILED]: "failed"`)
-  // are not protocol words.
-  const words = new Set(ENUMS.flatMap(([, value]) => Object.values(value)).filter((w) => w !== "error"));
+  // "error" is also a toast's kind and the fallback code of a reply without one, and "input"
+  // a DOM event (TokenType's "input" is read through TokenType). Comments and the display
+  // texts of a table keyed by a constant (`[NodeStatus.FAILED]: "failed"`) are not protocol
+  // words.
+  const words = new Set(ENUMS.flatMap(([, value]) => Object.values(value)).filter((w) => w !== "error" && w !== "input"));
   for (const [file, src] of sources) {
     const code = src
       .replace(/\/\*[\s\S]*?\*\//g, "")

@@ -230,10 +230,10 @@ def test_change_page_query_count_does_not_grow_with_transcript(admin_client, own
     assert len(many) == len(few)
 
 
-def test_title_is_the_only_editable_field(admin_client, owner):
+def test_title_and_budget_are_the_only_editable_fields(admin_client, owner):
     session = make_session(owner=owner, status=SessionStatus.RUNNING, events=3)
     form = admin_client.get(change_url(session)).context["adminform"].form
-    assert list(form.fields) == ["title"]
+    assert list(form.fields) == ["title", "budget_usd"]
     data = {"title": "Renamed", "status": "failed", "cost_usd": "99", "logged_events": "0",
             "_save": "Save"}
     for inline_formset in admin_client.get(change_url(session)).context["inline_admin_formsets"]:

@@ -29,6 +29,13 @@ import time
 from typing import Any
 
 CHUNK_ID = "chatcmpl-fake"
+# Usage as OpenAI reports it for a cached prompt and a reasoning model: cached tokens are part
+# of prompt_tokens, reasoning tokens part of completion_tokens (set ``server.usage`` to it).
+DETAILED_USAGE = {
+    "prompt_tokens": 17, "completion_tokens": 7, "total_tokens": 24,
+    "prompt_tokens_details": {"cached_tokens": 12, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0},
+}
 
 
 class FakeOpenAI:

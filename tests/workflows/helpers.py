@@ -179,6 +179,18 @@ def usage_sums(session_id: str) -> dict[str, Any]:
     )
 
 
+def price_now(model: str, **tokens: int) -> Any:
+    """What ``tokens`` (``input_tokens=``, ``cached_input_tokens=``, ...) of ``model`` cost at
+    today's price (no admin prices): the figure a usage row of a run now must hold."""
+    from django.utils import timezone
+
+    from workflows.pricing import cost_usd, resolve
+    from workflows.providers import Usage
+
+    tokens = {"input_tokens": 0, "output_tokens": 0, **tokens}
+    return cost_usd(resolve(model, at=timezone.now()), Usage(**tokens))
+
+
 @database_sync_to_async
 def session_row(session_id: str) -> Session:
     return Session.objects.get(pk=session_id)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
-from sessions_app.models import HumanReview, NodeState, Session, TokenUsage
+from sessions_app.models import HumanReview, ModelPrice, NodeState, Session, TokenUsage
 from tests.conftest import connect_ws
-from tests.workflows.fake_openai import FakeOpenAI
+from tests.workflows.fake_openai import DETAILED_USAGE, FakeOpenAI
 from tests.workflows.helpers import (
     RecordingProvider,
     agent_messages,
@@ -28,6 +29,7 @@ from tests.workflows.helpers import (
     install_workflows,
     is_event,
     is_state,
+    price_now,
     review_node,
     seq_of,
     session_row,
@@ -38,7 +40,6 @@ from tests.workflows.helpers import (
     wait_finished,
     workflow,
 )
-from workflows.pricing import cost_usd
 from workflows.store import get_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -150,8 +151,10 @@ async def test_demo_order_parallelism_usage_and_transcript(flows, executor, owne
     finals = {e["node_id"]: e for e in log if e["event"] == "token_usage" and e["data"]["final"]}
     for row in rows:
         data = finals[row.node_id]["data"]
-        assert row.cost_usd == cost_usd(model=row.model, input_tokens=row.input_tokens,
-                                        output_tokens=row.output_tokens)
+        assert row.cost_usd == price_now(row.model, input_tokens=row.input_tokens,
+                                         output_tokens=row.output_tokens,
+                                         reasoning_tokens=row.reasoning_tokens)
+        assert row.price and "house price" in row.price_source
         assert isinstance(row.cost_usd, Decimal)
         assert (data["input_tokens"], data["output_tokens"]) == (row.input_tokens, row.output_tokens)
         assert data["estimated_cost_usd"] == float(row.cost_usd)
@@ -506,9 +509,41 @@ async def test_openai_provider_streams_and_reports_server_usage(fake_openai, exe
     assert await wait_finished(sid) == "completed"
     [row] = await database_sync_to_async(lambda: list(TokenUsage.objects.filter(session_id=sid)))()
     assert (row.model, row.input_tokens, row.output_tokens) == ("gpt-4o-mini", 17, 7)
-    assert row.cost_usd == cost_usd(model="gpt-4o-mini", input_tokens=17, output_tokens=7)
+    assert row.cost_usd == price_now("gpt-4o-mini", input_tokens=17, output_tokens=7)
+    assert row.price_source.startswith("genai-prices ") and row.price["input"] == "0.15"
     [message] = await agent_messages(sid)
     assert message.text == "Hello there, world!"
+
+
+async def test_the_demo_shows_cached_and_reasoning_tokens_the_server_reports(fake_openai, executor, owner):
+    fake_openai.usage = DETAILED_USAGE  # 17 in (12 cached), 7 out (3 reasoning) per call
+    fake_openai.default_mode = "thinking"
+    sid = await create_session(owner, "demo")
+    assert await command(sid, owner, "start_session") is None
+    asked = await wait_event(sid, is_event("human_interaction_required"), timeout=20)
+    assert await command(sid, owner, "submit_review", node_id=asked["data"]["node_id"],
+                         decision="approve") is None
+    assert await wait_finished(sid) == "completed"
+    rows = await database_sync_to_async(lambda: list(TokenUsage.objects.filter(session_id=sid)))()
+    assert len(rows) == 7
+    for row in rows:
+        assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.reasoning_tokens) == (
+            17, 12, 7, 3)
+        # the cached part at its own price, inside input, not on top of it
+        assert row.cost_usd == price_now("gpt-4o-mini", input_tokens=17, cached_input_tokens=12,
+                                         output_tokens=7, reasoning_tokens=3)
+        assert row.cost_usd < price_now("gpt-4o-mini", input_tokens=17, output_tokens=7)
+        assert row.price["cached_input"] == "0.075" and not row.estimated
+    log = await events(sid)
+    final = [e["data"] for e in log if e["event"] == "token_usage" and e["data"]["final"]][-1]
+    assert (final["session_cached_input_tokens"], final["session_reasoning_tokens"]) == (7 * 12, 7 * 3)
+    usage = folded(log)["usage"]
+    assert (usage["input_tokens"], usage["cached_input_tokens"]) == (7 * 17, 7 * 12)
+    assert (usage["output_tokens"], usage["reasoning_tokens"]) == (7 * 7, 7 * 3)
+    assert usage["nodes"]["brief"]["cached_input_tokens"] == 12
+    session = await session_row(sid)
+    assert (session.cached_input_tokens, session.reasoning_tokens) == (7 * 12, 7 * 3)
+    assert session.cost_usd == sum(r.cost_usd for r in rows)
 
 
 async def test_openai_provider_failure_is_a_provider_error(fake_openai, executor, owner):
@@ -533,26 +568,37 @@ async def test_stop_cancels_the_provider_call_promptly(fake_openai, executor, ow
     assert states(await events(sid))["talk"] == ["running", "stopped"]
 
 
-async def test_unpriced_model_fails_cleanly_at_start(flows, fake_openai, executor, owner, monkeypatch):
+async def test_a_model_without_a_price_runs_and_shows_price_unknown(
+    flows, fake_openai, executor, owner, monkeypatch
+):
     monkeypatch.delenv("EXTRA_MODEL_PRICES", raising=False)
     flows.OPENAI_MODEL = "mystery-model-7b"
     sid = await create_session(owner, "quick-chat")
     assert await command(sid, owner, "start_session") is None
-    assert await wait_finished(sid) == "failed"
-    assert fake_openai.requests == []  # refused before any provider call
-    log = await events(sid)
-    [failed] = [e for e in log if e["event"] == "execution:failed"]
-    assert "mystery-model-7b" in failed["data"]["error"]
-    assert "EXTRA_MODEL_PRICES" in failed["data"]["error"]
-    assert {e["node_id"] for e in log if e["event"] == "error"} == {"question", "answer"}
-    assert not tokens_of(log, "question")
-    # priced through the environment, the same model runs
-    monkeypatch.setenv("EXTRA_MODEL_PRICES", "mystery-model-7b:1.00:2.00")
-    sid = await create_session(owner, "quick-chat")
-    assert await command(sid, owner, "start_session") is None
     assert await wait_finished(sid) == "completed"
-    sums = await usage_sums(sid)
+    assert len(fake_openai.requests) == 2  # it ran
+    rows = await database_sync_to_async(lambda: list(TokenUsage.objects.filter(session_id=sid)))()
+    assert [(r.cost_usd, r.price, r.price_source) for r in rows] == [(None, {}, "")] * 2
+    log = await events(sid)
+    usage = [e["data"] for e in log if e["event"] == "token_usage"]
+    assert all(u["estimated_cost_usd"] is None and u["session_price_unknown"] for u in usage)
+    [done] = [e["data"] for e in log if e["event"] == "execution:completed"]
+    assert done["price_unknown"] is True and done["cost_usd"] == 0
+    session = await session_row(sid)
+    assert session.price_unknown and session.cost_usd == 0
+    assert folded(log)["usage"]["price_unknown"] is True
+    # priced in the admin, the same model costs what it should; the first run is unchanged
+    await database_sync_to_async(ModelPrice.objects.create)(
+        model="mystery-model-7b", input_per_million=Decimal("1.00"),
+        output_per_million=Decimal("2.00"), valid_from=timezone.now() - timedelta(days=1),
+    )
+    sid2 = await create_session(owner, "quick-chat")
+    assert await command(sid2, owner, "start_session") is None
+    assert await wait_finished(sid2) == "completed"
+    sums = await usage_sums(sid2)
     assert sums["c"] == Decimal("0.000062")  # 2 nodes x (17 in x $1 + 7 out x $2) per million
+    assert not (await session_row(sid2)).price_unknown
+    assert (await usage_sums(sid))["c"] is None
 
 
 # ----------------------------------------------------------------------------- context

@@ -105,6 +105,14 @@ def usage_by_model(session_id: str) -> dict[str, tuple[int, int, float]]:
     return out
 
 
+@database_sync_to_async
+def reasoning_by_model(session_id: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in TokenUsage.objects.filter(session_id=session_id):
+        out[row.model] = out.get(row.model, 0) + row.reasoning_tokens
+    return out
+
+
 async def test_the_demo_run_is_counted_exactly(flows, executor, owner):
     before, spent = reading(), spend()
     sid = await create_session(owner, "demo")
@@ -132,8 +140,10 @@ async def test_the_demo_run_is_counted_exactly(flows, executor, owner):
     now = spend()
     grew = {key: now[key] - spent.get(key, 0.0) for key in now if now[key] != spent.get(key, 0.0)}
     expected = {}
+    reasoning = await reasoning_by_model(sid)  # the scripted models' thinking
     for model, (i, o, c) in usage.items():
-        expected |= {("input", model): i, ("output", model): o, ("usd", model): pytest.approx(c)}
+        expected |= {("input", model): i, ("output", model): o, ("usd", model): pytest.approx(c),
+                     ("reasoning", model): reasoning[model]}
     assert grew == expected
 
 

@@ -3,10 +3,10 @@ import time
 
 import pytest
 
-from tests.workflows.fake_openai import FakeOpenAI
+from tests.workflows.fake_openai import DETAILED_USAGE, FakeOpenAI
 from workflows.providers import effective_model, effective_provider_name, get_provider
-from workflows.providers.base import Chunk, CompletionRequest, ProviderError, Usage
-from workflows.providers.openai_compat import OpenAICompatProvider
+from workflows.providers.base import Chunk, CompletionRequest, ProviderError, Usage, WordCounter
+from workflows.providers.openai_compat import OpenAICompatProvider, server_usage
 from workflows.providers.scripted import ScriptedProvider, script
 
 SECRET = "sk-test-secret-key-0123456789"
@@ -259,6 +259,28 @@ async def test_openai_normal_stream(fake):
     assert body["max_tokens"] == 50
     assert body["temperature"] == 0.2
     assert "fail" not in body
+
+
+async def test_openai_usage_by_type_cached_and_reasoning_are_parts_never_on_top(fake):
+    fake.usage = DETAILED_USAGE
+    _, usages = await collect(openai_provider(), oa_request())
+    assert usages == [Usage(input_tokens=17, output_tokens=7, cached_input_tokens=12,
+                            reasoning_tokens=3)]
+
+
+def test_server_usage_reads_only_what_the_server_reports():
+    assert server_usage({"prompt_tokens": 5, "completion_tokens": 2}) == Usage(5, 2)
+    assert server_usage({"prompt_tokens": 5, "completion_tokens": 2,
+                         "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 1}}) == Usage(
+        5, 2, cached_input_tokens=4, cache_write_tokens=1)
+    assert server_usage({"completion_tokens": 2}) == Usage(0, 2)  # no prompt_tokens: no guess
+
+
+def test_word_counter_counts_a_word_cut_across_pieces_once():
+    counter = WordCounter()
+    for piece in ["Hel", "lo ", "wor", "ld", "!", " and", " more "]:
+        counter.add(piece)
+    assert counter.words == len("Hello world! and more ".split()) == 4
 
 
 async def test_openai_model_setting_overrides_agent_model(fake, settings):

@@ -20,7 +20,7 @@ File format (``<WORKFLOW_DIR>/<slug>.yaml``; the file name must equal the slug):
       moderator:                     # agent id: ^[a-z][a-z0-9_]{0,39}$
         name: Moderator              # required, display name
         role: Keeps the meeting on track   # required, one line
-        model: scripted-small        # required, must be priced in workflows.pricing
+        model: scripted-small        # required; a model without a price runs as "price unknown"
         provider: scripted           # optional: scripted (default) | openai | agui
         prompt: You are ...          # required, the system prompt
         tools: [calculator]          # optional: built-in tools and MCP servers' tools
@@ -31,6 +31,12 @@ File format (``<WORKFLOW_DIR>/<slug>.yaml``; the file name must equal the slug):
           interrupt_timeout: 300     # optional, seconds >= 1 or null (forever)
           interrupt_default: reject  # optional: approve | reject
     mcp_servers: {}                  # optional: id -> {command, args, env} or {url}
+    budget:                          # optional: the default budget of its sessions
+      usd: 0.50                      # required, > 0 (USD)
+      warn_at: 0.8                   # optional, 0 < x < 1: warn at this share of the budget
+      timeout: 300                   # optional, seconds a budget request waits (null: forever)
+      default_decision: reject       # optional: reject (stop the run, the default) | approve
+                                     # (raise the budget by usd) when the timeout passes
     nodes:                           # required, at least one node
       - id: brief                    # required, unique, ^[a-z][a-z0-9_]{0,39}$
         type: agent                  # required: agent | human_review
@@ -86,6 +92,7 @@ from workflows.definitions.models import ID_RE, SLUG_RE
 from workflows.definitions.spec import (
     AgentSpec,
     AguiSpec,
+    BudgetSpec,
     McpServerSpec,
     NodeSpec,
     ToolSpec,
@@ -97,6 +104,7 @@ __all__ = [
     "SLUG_RE",
     "AgentSpec",
     "AguiSpec",
+    "BudgetSpec",
     "DefinitionError",
     "McpServerSpec",
     "NodeSpec",

@@ -18,6 +18,7 @@ and field in their context, so ``errors.definition_error`` can name them like an
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -27,7 +28,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,16 +35,11 @@ from pydantic_core import PydanticCustomError
 
 from realtime.vocabulary import NodeType, ReviewDecision
 from workflows.definitions import graph
-from workflows.pricing import known_model
 from workflows.tools.registry import builtin_names, get_builtin
 from workflows.vocabulary import ProviderName
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-
-# The validation context key that turns the price-table check off (see ``AgentFile``).
-CHECK_MODELS = "check_models"
-
 
 def _not_blank(value: str) -> str:
     if not value.strip():
@@ -194,19 +189,9 @@ class AgentFile(FileModel):
             )
         return self
 
-    @field_validator("model")
-    @classmethod
-    def _model_is_priced(cls, model: str, info: ValidationInfo) -> str:
-        # Usage is billed from the price table, so an unpriced model is refused up front.
-        # A session's stored copy skips this (context check_models=False): it must load even
-        # after its model was removed from the table.
-        if (info.context or {}).get(CHECK_MODELS, True) and not known_model(model):
-            raise PydanticCustomError(
-                "unknown_model",
-                "unknown model {model} (not in workflows.pricing; add it to EXTRA_MODEL_PRICES)",
-                {"model": repr(model)},
-            )
-        return model
+    # A model without a known price is not an error: it runs with its cost shown as "price
+    # unknown", and the sessions_app.W001 system check lists it (prices live in the admin
+    # too, which a file cannot see).
 
 
 class ScriptedToolCall(FileModel):
@@ -240,6 +225,16 @@ class ReviewOptions(FileModel):
     timeout: PositiveInt | None = None
     default_decision: Annotated[ReviewDecision, Field(strict=False)] = ReviewDecision.APPROVE
     max_rounds: PositiveInt = 1
+
+
+class BudgetFile(FileModel):
+    """``budget``: the default budget of the workflow's sessions (each may set its own)."""
+
+    usd: Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=6, allow_inf_nan=False,
+                                  strict=False)]
+    warn_at: Annotated[Decimal, Field(gt=0, lt=1, allow_inf_nan=False, strict=False)] = Decimal("0.8")
+    timeout: PositiveInt | None = None
+    default_decision: Annotated[ReviewDecision, Field(strict=False)] = ReviewDecision.REJECT
 
 
 class NodeFile(FileModel):
@@ -283,6 +278,7 @@ class WorkflowFile(FileModel):
     mcp_servers: Annotated[dict[Identifier, McpServerFile], _none_as(dict)] = Field(
         default_factory=dict
     )
+    budget: BudgetFile | None = None
 
     def graph(self) -> dict[str, list[str]]:
         return {node.id: node.depends_on for node in self.nodes}

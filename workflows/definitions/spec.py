@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from decimal import Decimal
 from graphlib import CycleError
 from typing import Any
 
@@ -22,7 +23,6 @@ from realtime.vocabulary import NodeType, ReviewDecision
 from workflows.definitions import graph
 from workflows.definitions.errors import DefinitionError, definition_error
 from workflows.definitions.models import (
-    CHECK_MODELS,
     AgentNodeFile,
     AguiFile,
     McpServerFile,
@@ -95,6 +95,20 @@ class AguiSpec:
 
 
 @dataclass(frozen=True)
+class BudgetSpec:
+    """The workflow's default budget (``workflows.budget``)."""
+
+    usd: Decimal
+    warn_at: Decimal = Decimal("0.8")
+    timeout: int | None = None
+    default_decision: ReviewDecision = ReviewDecision.REJECT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"usd": str(self.usd), "warn_at": str(self.warn_at), "timeout": self.timeout,
+                "default_decision": str(self.default_decision)}
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     id: str
     name: str
@@ -126,6 +140,7 @@ class WorkflowDefinition:
     agents: dict[str, AgentSpec]
     source: str = field(default="", compare=False)
     mcp_servers: dict[str, McpServerSpec] = field(default_factory=dict)
+    budget: BudgetSpec | None = None
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
@@ -192,14 +207,16 @@ class WorkflowDefinition:
         }
         if self.mcp_servers:
             result["mcp_servers"] = {sid: spec.to_dict() for sid, spec in self.mcp_servers.items()}
+        if self.budget is not None:
+            result["budget"] = self.budget.to_dict()
         return result
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str, check_models: bool = True) -> WorkflowDefinition:
-        """Validate ``data`` exactly like a file. ``check_models=False`` lets a stored copy
-        from an old session load even after its model was removed from the price table."""
+        """Validate ``data`` exactly like a file. (``check_models`` is kept for callers: no
+        model is refused for its price any more, see ``AgentFile``.)"""
         try:
-            parsed = WorkflowFile.model_validate(data, context={CHECK_MODELS: check_models})
+            parsed = WorkflowFile.model_validate(data)
         except ValidationError as exc:
             raise definition_error(exc, data, source=source) from None
         return _build(parsed, source=source)
@@ -256,6 +273,10 @@ def _build(parsed: WorkflowFile, *, source: str) -> WorkflowDefinition:
         agents=agents,
         source=source,
         mcp_servers={sid: _server(sid, server) for sid, server in parsed.mcp_servers.items()},
+        budget=BudgetSpec(
+            usd=parsed.budget.usd, warn_at=parsed.budget.warn_at, timeout=parsed.budget.timeout,
+            default_decision=ReviewDecision(parsed.budget.default_decision),
+        ) if parsed.budget is not None else None,
     )
 
 

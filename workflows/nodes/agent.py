@@ -28,13 +28,14 @@ from realtime import metrics
 from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
+from workflows import tracing
 from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
 from workflows.nodes.prompt import build_request
 from workflows.nodes.remote import RemoteRelay
 from workflows.nodes.tool_calls import CallStream, run_call
-from workflows.pricing import cost_usd
+from workflows.pricing import Price, cost_usd
 from workflows.providers import (
     Chunk,
     CompletionRequest,
@@ -43,6 +44,7 @@ from workflows.providers import (
     Usage,
     get_provider,
 )
+from workflows.providers.base import NO_USAGE, TOKEN_FIELDS, WordCounter
 from workflows.providers.base import input_tokens as count_input_tokens
 from workflows.tools.registry import ToolContext
 from workflows.tools.toolbox import Toolbox
@@ -62,10 +64,12 @@ class _Round:
     request: CompletionRequest | None = None
     streamed: int = 0
     usage: Usage | None = None
-    # Earlier model calls of this round (a tool loop): their usage, summed.
-    used_input: int = 0
-    used_output: int = 0
-    estimated: bool = False
+    # Words streamed by the current model call (its live output estimate, the token rule).
+    words: WordCounter = field(default_factory=WordCounter)
+    # Earlier model calls of this round (a tool loop): their usage, summed type by type.
+    used: Usage = NO_USAGE
+    # The model's price when the round started (None: price unknown).
+    price: Price | None = None
     toolbox: Toolbox | None = None
     last_save: float = field(default_factory=time.monotonic)
     last_usage: float = field(default_factory=time.monotonic)
@@ -102,6 +106,7 @@ class AgentExecutor:
             this.request = await build_request(
                 run, node, feedback=feedback, before_message=this.message_id
             )
+            this.price = await run.store.model_price(model=this.request.model)
             if agent.tools:
                 async with Toolbox(
                     agent=agent, servers=run.definition.mcp_servers,
@@ -149,12 +154,16 @@ class AgentExecutor:
     ) -> None:
         """One model call: its text to the coalescer, its tool calls (if any) to ``calls``."""
         assert this.node.agent is not None and this.request is not None
+        await self._hold_if_paused(run, this)  # no new model call while paused or over budget
         provider = get_provider(this.node.agent.provider)
         stream = provider.stream(this.request)
         # A remote AG-UI agent's own tool calls and interrupts (workflows/nodes/remote.py).
         relay = RemoteRelay(run=run, node=this.node, coalescer=this.coalescer)
         this.usage = None
         this.streamed = 0
+        this.words = WordCounter()
+        span = tracing.model_call_start(provider=str(provider.name), request=this.request)
+        answer: list[str] | None = [] if tracing.capturing() else None  # content, if asked
         started = time.monotonic()
         first: float | None = None
         outcome = metrics.CallOutcome.ERROR
@@ -169,12 +178,18 @@ class AgentExecutor:
                 if isinstance(item, ToolCallDelta):
                     if calls is not None:
                         calls.add(item)
+                    this.words.add(item.arguments)
                 elif isinstance(item, Chunk):
                     this.coalescer.add(item)
+                    this.words.add(item.text)
+                    if answer is not None and not item.is_thinking:
+                        answer.append(item.text)
                 else:
                     await relay.relay(item)
                 this.coalescer.check()
                 this.streamed += 1
+                if run.budget.limited:
+                    run.budget.spend(this.node.id, cost_usd(this.price, self._live(this)))
                 await self._checkpoint(run, this)
             outcome = metrics.CallOutcome.OK
             await relay.close(None)
@@ -194,6 +209,9 @@ class AgentExecutor:
                 provider=str(provider.name), model=this.request.model,
                 seconds=time.monotonic() - started, first_token_seconds=first, outcome=outcome,
             )
+            call = self._call_usage(this)
+            tracing.model_call_end(span, usage=call, cost=cost_usd(this.price, call),
+                                   outcome=outcome, output="".join(answer or ()))
 
     async def _tool_loop(self, run: RunContext, this: _Round, round_: int) -> None:
         """Model, tools, model again with their results, ... until the model answers
@@ -236,26 +254,36 @@ class AgentExecutor:
             tool_round += 1
 
     def _count_call(self, this: _Round) -> None:
-        """Add a finished model call's usage to the round's (the next call starts at 0)."""
-        assert this.request is not None
-        usage = this.usage or Usage(input_tokens=count_input_tokens(this.request),
-                                    output_tokens=this.streamed, estimated=True)
-        this.used_input += usage.input_tokens
-        this.used_output += usage.output_tokens
-        this.estimated = this.estimated or usage.estimated
+        """Add a finished model call's usage to the round's (the next call starts at 0): the
+        server's figures replace the live estimate."""
+        this.used = self._live(this)
         this.usage = None
         this.streamed = 0
+        this.words = WordCounter()
+
+    def _live(self, this: _Round) -> Usage:
+        """The round's usage so far: earlier calls as reported, the current one as the server
+        reported it or, while it streams, by the word rule (input and output alike)."""
+        return this.used + self._call_usage(this)
+
+    def _call_usage(self, this: _Round) -> Usage:
+        assert this.request is not None
+        return this.usage or Usage(input_tokens=count_input_tokens(this.request),
+                                   output_tokens=this.words.words, estimated=True)
 
     async def _hold_if_paused(self, run: RunContext, this: _Round) -> None:
-        """Pause at a chunk boundary: what was streamed is stored, the chunk waits."""
-        if run.running.is_set():
+        """Pause at a chunk boundary (or before a model call): what was streamed is stored,
+        the chunk waits, while the session is paused or its budget is reached."""
+        if run.running.is_set() and run.budget.allows():
             return
         await this.coalescer.drain()
         this.coalescer.check()
         await run.store.node_set_status(
             session_id=run.session_id, node_id=this.node.id, status=NodeStatus.PAUSED
         )
-        await run.running.wait()
+        while not (run.running.is_set() and run.budget.allows()) and not run.stopped:
+            await run.running.wait()
+            await run.budget.wait()
         if run.stopped:
             raise asyncio.CancelledError
         await run.store.node_set_status(
@@ -276,13 +304,11 @@ class AgentExecutor:
         if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
             this.last_usage = now
             await this.coalescer.drain()
-            used_in = this.used_input + count_input_tokens(this.request)
-            used_out = this.used_output + this.streamed
-            model = this.request.model
+            live = self._live(this)
             await run.store.usage_progress(
                 session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
-                model=model, input_tokens=used_in, output_tokens=used_out,
-                cost_usd=cost_usd(model=model, input_tokens=used_in, output_tokens=used_out),
+                model=this.request.model, **_token_fields(live),
+                cost_usd=cost_usd(this.price, live),
             )
 
     async def _complete(self, run: RunContext, this: _Round, round_: int) -> None:
@@ -291,17 +317,18 @@ class AgentExecutor:
         assert node.agent is not None and request is not None and this.message_id is not None
         if this.toolbox is None:
             self._count_call(this)
-        usage = Usage(input_tokens=this.used_input, output_tokens=this.used_output,
-                      estimated=this.estimated)
+        usage, price = this.used, this.price
+        cost = cost_usd(price, usage)
         final_text = this.coalescer.text
         await run.store.node_complete(
             session_id=run.session_id, node_id=node.id, agent_id=node.agent.id, round=round_,
             model=request.model, message_id=this.message_id, text=final_text,
-            thinking=this.coalescer.thinking_text,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cost_usd=cost_usd(model=request.model, input_tokens=usage.input_tokens,
-                              output_tokens=usage.output_tokens),
+            thinking=this.coalescer.thinking_text, **_token_fields(usage),
+            estimated=usage.estimated, cost_usd=cost,
+            price=price.per_million() if price else {}, price_source=price.source if price else "",
         )
+        run.budget.commit(node.id, cost)
+        tracing.agent_usage(usage, cost)
         run.outputs[node.id] = final_text
         run.status[node.id] = NodeStatus.COMPLETED
         run.interrupted.discard(node.id)
@@ -325,6 +352,7 @@ class AgentExecutor:
     async def _fail(self, run: RunContext, this: _Round, error: str, code: str) -> None:
         """The message keeps what the log holds (after a drain: everything that streamed,
         unless the log lost a chunk)."""
+        tracing.agent_failed(error, code)
         await this.coalescer.drain()
         await run.store.node_fail(
             session_id=run.session_id, node_id=this.node.id, error=error, code=code,
@@ -332,3 +360,8 @@ class AgentExecutor:
             thinking=this.coalescer.thinking_text,
         )
         run.status[this.node.id] = NodeStatus.FAILED
+
+
+def _token_fields(usage: Usage) -> dict[str, int]:
+    """``<type>_tokens`` of every token type, as the run store takes them."""
+    return {name: getattr(usage, name) for name in TOKEN_FIELDS}

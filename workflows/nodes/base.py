@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from workflows.budget import BudgetGuard
 from workflows.definitions import NodeSpec, WorkflowDefinition
 
 
@@ -25,6 +26,7 @@ class RunContext(Protocol):
     interrupted: set[str]  # nodes a dead runner left half-done
     running: asyncio.Event  # clear while the session is paused
     review_wake: asyncio.Event  # set when a review may have been decided
+    budget: BudgetGuard  # the run's spend against the session's budget
     stopped: bool
     abandoned: bool  # another runner owns the run: write nothing more
     generation: int  # the lease generation this runner holds (the fence of its writes)

@@ -1,5 +1,6 @@
 """A human-review node: ask, wait, and on a rejection send the reviewed agent back, up to
-``max_rounds``; then approve automatically with a note, so no session loops forever.
+``max_rounds``; then approve automatically with a note, so no session loops forever. The same
+wait serves a tool call's approval and a budget request (``ask_for_budget``).
 
 Every step is read back from the rows first, so a runner taking over continues the round it
 finds (re-asking a pending review, or finishing a rejection's retry).
@@ -15,6 +16,7 @@ from typing import Any
 from django.utils import timezone
 
 from realtime.vocabulary import NodeStatus, ReviewDecision
+from workflows.budget import BUDGET_REVIEW_KEY, BudgetGuard
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
 from workflows.vocabulary import ReviewStatus
@@ -115,3 +117,21 @@ async def await_decision(
             wait = max(0.05, min(wait, left)) if left > 0 else wait
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run.review_wake.wait(), timeout=wait)
+
+
+async def ask_for_budget(run: RunContext, review_round: int | None = None) -> None:
+    """The budget was reached: ask (or, after a take-over, wait again for) a controller's
+    decision, then go on with the raised budget or stop the run (``workflows.budget``)."""
+    guard: BudgetGuard = run.budget
+    if review_round is None:
+        review_round = await run.store.budget_review_open(
+            session_id=run.session_id, cost_usd=guard.spent()
+        )
+    decision, _, _ = await await_decision(
+        run, node_id="", round_=review_round, default=guard.default_decision,
+        call_id=BUDGET_REVIEW_KEY,
+    )
+    if decision != ReviewDecision.APPROVE:
+        run.stop()  # the rejection stopped the session (its service did)
+        return
+    guard.raised(await run.store.run_budget(session_id=run.session_id))

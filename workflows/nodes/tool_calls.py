@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from realtime.eventlog import FencedOut
 from realtime.publisher import get_publisher
 from realtime.vocabulary import EventName, NodeStatus, ReviewDecision, ToolCallStatus
+from workflows import tracing
 from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
@@ -123,7 +124,21 @@ async def run_call(
     run: RunContext, node: NodeSpec, *, round_: int, call: PendingCall, toolbox: Toolbox | None,
     allowed: bool,
 ) -> ToolOutcome:
-    """Store, approve, run and end one call; the outcome is what the model reads back."""
+    """Store, approve, run and end one call (one ``execute_tool`` span when tracing); the
+    outcome is what the model reads back."""
+    with tracing.tool_span(node_id=node.id, call_id=call.call_id, tool=call.name,
+                           arguments=call.arguments_text) as span:
+        outcome = await _run_call(run, node, round_=round_, call=call, toolbox=toolbox,
+                                  allowed=allowed)
+        tracing.tool_result(span, status=str(outcome.status), result=outcome.result,
+                            error=outcome.error or "")
+        return outcome
+
+
+async def _run_call(
+    run: RunContext, node: NodeSpec, *, round_: int, call: PendingCall, toolbox: Toolbox | None,
+    allowed: bool,
+) -> ToolOutcome:
     agent = node.agent
     assert agent is not None
     tool = toolbox.get(call.name) if toolbox is not None and allowed else None

@@ -3,10 +3,15 @@
 The engine only sees this interface, so the scripted provider (offline, deterministic) and
 a real OpenAI-compatible server are interchangeable per agent or by one setting.
 
-Token rule (used by the scripted provider, and as the estimate when a real server reports
-no usage): a token is one whitespace-separated word plus the whitespace that follows it.
-``input_tokens`` is the number of whitespace-separated words in the system prompt plus all
-message contents; ``output_tokens`` is the number of streamed tokens (thinking + answer).
+Token rule (used by the scripted provider, as the live estimate while a call streams, and
+as the estimate when a real server reports no usage): a token is one whitespace-separated
+word plus the whitespace that follows it. ``input_tokens`` is the number of
+whitespace-separated words in the system prompt plus all message contents; ``output_tokens``
+is the number of words streamed (thinking + answer + tool-call arguments).
+
+Token types: ``cached_input_tokens`` and ``cache_write_tokens`` are part of
+``input_tokens``, ``reasoning_tokens`` part of ``output_tokens`` (never added on top); a type
+the server does not report is 0, never guessed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from workflows.definitions import AguiSpec
+
+from realtime.protocol import TOKEN_FIELDS
+from realtime.vocabulary import TokenType
+
+__all__ = ["TOKEN_FIELDS"]  # re-exported: the engine and services name usage fields by it
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,22 @@ class ToolCallDelta:
 class Usage:
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to the provider's prompt cache
+    reasoning_tokens: int = 0  # of output_tokens: the model's reasoning
     # True when the server sent no usage and the numbers come from the word-count rule.
     estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        """Usage of several model calls (a round with tool calls) is their sum, type by type."""
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in TOKEN_FIELDS},
+                     estimated=self.estimated or other.estimated)
+
+    def by_type(self) -> dict[TokenType, int]:
+        return {kind: getattr(self, f"{kind}_tokens") for kind in TokenType}
+
+
+NO_USAGE = Usage(0, 0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,24 @@ class Provider(Protocol):
 
 def word_count(text: str) -> int:
     return len(text.split())
+
+
+class WordCounter:
+    """The token rule over a text that arrives in pieces (a stream), without keeping it: a
+    word cut across two pieces ("Hel", "lo ") counts once. The live output estimate."""
+
+    def __init__(self) -> None:
+        self.words = 0
+        self._inside = False  # the last piece ended inside a word
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        count = len(text.split())
+        if count and self._inside and not text[0].isspace():
+            count -= 1
+        self.words += count
+        self._inside = not text[-1].isspace()
 
 
 def input_tokens(request: CompletionRequest) -> int:

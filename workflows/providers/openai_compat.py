@@ -9,8 +9,13 @@ and closed with it, so nothing is shared across event loops or threads.
 
 Answer text comes from ``delta.content``; DeepSeek-style ``delta.reasoning_content`` is
 streamed as thinking chunks. Usage comes from the final chunk (requested with
-``stream_options.include_usage``); if the server sends none, it is estimated with the word
-rule of ``workflows.providers.base`` and the Usage is marked ``estimated=True``. Each
+``stream_options.include_usage``), by token type: ``prompt_tokens`` (all input, cached
+included), ``prompt_tokens_details.cached_tokens`` and ``.cache_write_tokens``,
+``completion_tokens`` (all output, reasoning included) and
+``completion_tokens_details.reasoning_tokens``, read with genai-prices' extractor for the
+OpenAI chat shape (the same mapping its prices are keyed by); a type the server does not
+report is 0. If the server sends no usage, it is estimated with the word rule of
+``workflows.providers.base`` and the Usage is marked ``estimated=True``. Each
 yielded Chunk is one server delta, not one word. Tools offered (``request.tools``) are sent
 as ``tools``; the model's ``delta.tool_calls`` are yielded as ToolCallDeltas, and the
 tool calls and results of earlier turns go back as assistant ``tool_calls`` and ``tool``
@@ -39,6 +44,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from genai_prices import data_snapshot
 
 from workflows.providers.base import (
     Chunk,
@@ -113,6 +119,24 @@ def to_provider_error(exc: Exception, *, streamed: bool) -> ProviderError:
     else:
         message, retryable = f"unexpected LLM provider error ({type(exc).__name__})", False
     return ProviderError(message, retryable=retryable and not streamed)
+
+
+def server_usage(raw: Any) -> Usage:
+    """The server's usage, by type (see the module docstring)."""
+    data = raw.model_dump(exclude_none=True) if hasattr(raw, "model_dump") else dict(raw)
+    extractor = data_snapshot.get_snapshot().find_provider(None, "openai", None)
+    try:
+        _, found = extractor.extract_usage({"usage": data}, api_flavor="chat")
+    except ValueError:  # no prompt_tokens or completion_tokens: what there is, no types
+        return Usage(input_tokens=int(data.get("prompt_tokens") or 0),
+                     output_tokens=int(data.get("completion_tokens") or 0))
+    count = found.reported_value
+    return Usage(
+        input_tokens=int(count("input_tokens")), output_tokens=int(count("output_tokens")),
+        cached_input_tokens=int(count("cache_read_tokens")),
+        cache_write_tokens=int(count("cache_write_tokens")),
+        reasoning_tokens=int(count("output_reasoning_tokens")),
+    )
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
@@ -209,10 +233,7 @@ class OpenAICompatProvider:
                     try:
                         async for chunk in response:
                             if chunk.usage is not None:
-                                usage = Usage(
-                                    input_tokens=chunk.usage.prompt_tokens or 0,
-                                    output_tokens=chunk.usage.completion_tokens or 0,
-                                )
+                                usage = server_usage(chunk.usage)
                             for piece in _pieces(chunk):
                                 streamed_text.append(
                                     piece.text if isinstance(piece, Chunk) else piece.arguments

@@ -9,8 +9,9 @@ same tokens.
 
 Tokens follow the rule in ``workflows.providers.base``: one whitespace-separated word plus
 the whitespace after it (none after the very last word); each yielded Chunk is one token.
-``output_tokens`` = streamed tokens (thinking + answer); ``input_tokens`` = words in the
-system prompt and all messages.
+``output_tokens`` = streamed tokens (thinking + answer), of which ``reasoning_tokens`` =
+the thinking tokens; ``input_tokens`` = words in the system prompt and all messages (no
+cache: cached input and cache writes are 0).
 
 Options read from ``request.options``: ``thinking`` (default true: a few sentences of
 reasoning are streamed first), ``max_tokens`` (the answer is exactly this many tokens;
@@ -268,4 +269,5 @@ class ScriptedProvider:
             else:
                 await asyncio.sleep(0)
             yield item
-        yield Usage(input_tokens=input_tokens(request), output_tokens=output)
+        yield Usage(input_tokens=input_tokens(request), output_tokens=output,
+                    reasoning_tokens=len(thinking))
