@@ -149,10 +149,12 @@ async def test_parallel_streams_all_hold_within_one_chunk_each(flows, executor, 
     assert await command(sid, owner, "start_session") is None
     asked = await wait_event(sid, is_budget_request)
     for node in ("left", "middle", "right"):
-        await wait_event(sid, is_state(node, "paused"))
+        # Each holds at its next chunk, or ends if that chunk was its last.
+        paused, done = is_state(node, "paused"), is_state(node, "completed")
+        await wait_event(sid, lambda e, p=paused, d=done: p(e) or d(e))
     overshoot = Decimal(str(asked["data"]["cost_usd"])) - Decimal("0.004")
     assert Decimal(0) <= overshoot <= 3 * ONE_TOKEN  # one chunk per running node at most
-    assert len(recorder.requests) == 4
+    assert 2 <= len(recorder.requests) <= 4  # no call starts after the request; one may not have begun
     assert await command(sid, owner, "submit_review", node_id="", decision="reject") is None
     assert await wait_finished(sid) == "stopped"
 
