@@ -36,6 +36,8 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -127,6 +129,9 @@ def configure(
     if _provider is not None:
         _provider.shutdown()
     _capture = capture_content
+    instrumentor = DjangoInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
     if processors is None:
         _provider = None
         return None
@@ -138,6 +143,10 @@ def configure(
         _provider.add_span_processor(processor)
     if make_global:
         trace.set_tracer_provider(_provider)
+    # Django's own spans (a span per request, named by its route): its middleware is added to
+    # settings.MIDDLEWARE now, so handlers built after this (the ASGI app is built after the
+    # apps are ready) carry it.
+    instrumentor.instrument(tracer_provider=_provider, is_sql_commentor_enabled=False)
     return _provider
 
 
@@ -157,11 +166,10 @@ def _tracer() -> trace.Tracer:
 
 
 def instrument_asgi(app: Any) -> Any:
-    """The ASGI app with OpenTelemetry's server spans (HTTP and WebSocket), when tracing."""
+    """The ASGI app with OpenTelemetry's server spans (HTTP and WebSocket), when tracing
+    (Django's own come from ``configure``)."""
     if _provider is None:
         return app
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
     return OpenTelemetryMiddleware(app, tracer_provider=_provider)
 
 

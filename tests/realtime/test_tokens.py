@@ -82,3 +82,17 @@ async def test_a_token_works_on_the_websocket_without_a_browser_within_its_scope
     # A bad token is refused at connect.
     bad, connected, code = await ws(router, sid, "amr_nope")
     assert not connected or (await bad.receive_output(5))["code"] == 4401
+
+
+def test_refused_tokens_are_logged_without_the_token(owner, caplog):
+    from realtime.tokens import authenticate
+
+    caplog.set_level("INFO", logger="realtime.tokens")
+    token, secret = issue_token(user=owner, scope="watch")
+    guess = "amr_" + "x" * 43
+    assert authenticate(guess) is None
+    revoke_token(token=token)
+    assert authenticate(secret) is None
+    assert "refused" in caplog.text
+    for value in (guess, secret, secret[:12], guess[:12]):
+        assert value not in caplog.text

@@ -4,6 +4,7 @@ OTLP/HTTP to a receiver here that decodes it with opentelemetry-proto, and the s
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
@@ -256,3 +257,42 @@ def test_an_unknown_exporter_stops_the_start_up_with_the_setting_named(tmp_path)
     result = procs.run_manage(["check"], env=env, check=False)
     assert result.returncode != 0
     assert "OpenTelemetry tracing" in result.stderr and "'jaeger'" in result.stderr
+
+
+def test_http_requests_get_the_asgi_and_django_instrumentations_spans(spans, client, owner):
+    """Django's and the ASGI server's own spans come from OpenTelemetry's instrumentations."""
+    from asgiref.sync import async_to_sync
+
+    from config.asgi import router
+
+    app = tracing.instrument_asgi(router)
+    client.force_login(owner)
+    cookie = client.cookies["sessionid"].value
+    sent: list[dict[str, Any]] = []
+
+    async def call() -> None:
+        requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop()
+            await asyncio.Event().wait()  # the client stays connected
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                   "method": "GET", "scheme": "http", "path": "/sessions/", "raw_path": b"/sessions/",
+                   "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+                   "server": ("testserver", 80),
+                   "headers": [(b"host", b"testserver"), (b"cookie", f"sessionid={cookie}".encode())]},
+                  receive, send)
+
+    async_to_sync(call)()
+    assert sent[0]["status"] == 200
+    names = {span.name for span in spans.get_finished_spans()}
+    assert "GET /sessions/" in names  # the ASGI server span
+    django = [s for s in spans.get_finished_spans()
+              if s.instrumentation_scope.name == "opentelemetry.instrumentation.django"]
+    assert django and django[0].attributes.get("http.route", "").startswith("sessions/")
