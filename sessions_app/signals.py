@@ -42,8 +42,14 @@ def _announce(user_id: Any, session_id: Any = None) -> None:
 
 
 def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    if user is not None:
-        _announce(user.pk)
+    if user is None:
+        return
+    # Django sends this signal before it flushes the session: end it in the store first, or
+    # a socket checking at once (in another process) still finds the login and stays open.
+    session = getattr(request, "session", None)
+    if session is not None and session.session_key:
+        session.delete()
+    _announce(user.pk)
 
 
 def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Any, **kwargs: Any) -> None:

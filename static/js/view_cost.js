@@ -21,8 +21,13 @@ const BUDGET_WORDS = Object.freeze({
 });
 
 /** A count and, when there is one, its part ("412" + "256 cached"). */
-function withPart(total, part, word) {
-  return part ? [formatTokens(total), h("span", { class: "cost-part" }, `${formatTokens(part)} ${word}`)] : [formatTokens(total)];
+/** A token figure's cell: the total, and its part (cached, reasoning) in the cell's tooltip and
+ *  accessible label; the panel's totals line shows the parts in words. Inline, the word made the
+ *  dollar column run off a 280 px panel. */
+function partCell(total, part, word) {
+  const label = part ? `${formatTokens(total)}, of which ${formatTokens(part)} ${word}` : null;
+  return h("td", { class: "num", title: label, "aria-label": label, "data-part": part ? `${formatTokens(part)} ${word}` : null },
+    formatTokens(total), part ? h("span", { class: "cost-part-mark", "aria-hidden": "true" }, "*") : null);
 }
 
 const W = 240;
@@ -95,8 +100,8 @@ export function createCostView(root) {
             title: [agents.get(r.agent_id) || r.agent_id, r.model, r.inherited ? "inherited: spent by the parent session, not in this total" : null].filter(Boolean).join(" · "),
           },
           h("td", {}, titles.get(r.node_id) || r.node_id, r.inherited ? h("span", { class: "muted" }, " (inherited)") : null),
-          h("td", { class: "num" }, ...withPart(r.input_tokens, r.cached_input_tokens, PART_WORDS[TokenType.CACHED_INPUT])),
-          h("td", { class: "num" }, ...withPart(r.output_tokens, r.reasoning_tokens, PART_WORDS[TokenType.REASONING])),
+          partCell(r.input_tokens, r.cached_input_tokens, PART_WORDS[TokenType.CACHED_INPUT]),
+          partCell(r.output_tokens, r.reasoning_tokens, PART_WORDS[TokenType.REASONING]),
           h("td", { class: "num", "data-testid": "cost-cell" }, formatCost(r.cost_usd)),
         ),
       ),
