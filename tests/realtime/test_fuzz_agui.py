@@ -2,7 +2,7 @@
 every reply is a documented status with a JSON error, or a stream of valid AG-UI events;
 never a server error, and nothing is stored for a refused request.
 
-CI keeps a small count (``AGUI_FUZZ_EXAMPLES``, default 25 per test); ``bench/fuzz_http.py`` runs
+CI keeps a small count (``AGUI_FUZZ_EXAMPLES``, default 10 per test); ``bench/fuzz_http.py`` runs
 thousands.
 """
 
@@ -27,7 +27,7 @@ from sessions_app.models import Session
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
-EXAMPLES = int(os.environ.get("AGUI_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("AGUI_FUZZ_EXAMPLES", "10"))
 EVENT = TypeAdapter(Event)
 DOCUMENTED = {200, 400, 401, 403, 404, 405, 409, 413, 422, 429}
 
