@@ -15,7 +15,6 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
-from django.utils import timezone
 
 from realtime.vocabulary import (
     ACTIVE_SESSION_STATUSES,
@@ -27,7 +26,6 @@ from realtime.vocabulary import (
     ReviewDecision,
     Role,
     SessionStatus,
-    ToolCallStatus,
 )
 from workflows.vocabulary import ReviewStatus
 
@@ -338,37 +336,6 @@ class HumanReview(models.Model):
         return f"review {self.node_id} #{self.round}: {self.status} {self.decision}"
 
 
-class ToolCall(models.Model):
-    """One tool call an agent made: what it asked, what came back, how it ended."""
-
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="tool_calls")
-    node_id = models.CharField(max_length=64)
-    agent_id = models.CharField(max_length=64, blank=True, default="")
-    round = models.PositiveIntegerField(default=1)
-    call_id = models.CharField(max_length=100)
-    tool = models.CharField(max_length=200, db_index=True)
-    server = models.CharField(max_length=64, blank=True, default="", help_text="MCP server id")
-    arguments = models.TextField(blank=True, default="")
-    requires_approval = models.BooleanField(default=False)
-    status = models.CharField(
-        max_length=20, choices=ToolCallStatus.choices, default=ToolCallStatus.RUNNING
-    )
-    result = models.TextField(blank=True, default="")
-    error = models.TextField(blank=True, default="")
-    started_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["session", "started_at", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["session", "call_id"], name="tool_call_unique_id")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.tool} ({self.node_id} #{self.round}): {self.status}"
-
-
 class CommandReceipt(models.Model):
     """A command id already executed for a session: a resent command is acked, not re-run."""
 
@@ -420,5 +387,7 @@ class AguiThread(models.Model):
 
     def __str__(self) -> str:
         return f"AG-UI thread {self.thread_id}"
-# Operators' model prices (in their own module for size; imported here so Django finds them).
+# Operators' model prices and tool calls (in their own modules for size; imported here so
+# Django finds them).
 from sessions_app.model_prices import ModelPrice  # noqa: E402, F401
+from sessions_app.model_tool_calls import ToolCall  # noqa: E402, F401
