@@ -84,9 +84,36 @@ def wait(args: argparse.Namespace) -> dict:
         time.sleep(0.25)
     heads = head_seqs(ids)
     return {
+        **_stream_seconds(ids),
         "heads": {str(k): v for k, v in heads.items()},
         "status": {str(k): v for k, v in rows.items()},
         "finished": all(status in FINISHED_STATUSES for status in rows.values()),
+    }
+
+
+def _stream_seconds(ids: list[str]) -> dict[str, float]:
+    """Medians over the sessions, from publish times: ``stream_s`` first to last token_stream,
+    ``start_s`` the session's first event to its first token, ``end_s`` its last token to its
+    last event (the run's writes before and after streaming)."""
+    from django.db.models import Max, Min
+
+    from realtime.models import SessionEvent
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return round(values[len(values) // 2], 2) if values else 0.0
+
+    rows = SessionEvent.objects.filter(session_id__in=ids)
+    tokens = {r["session_id"]: r for r in rows.filter(event="token_stream").values("session_id")
+              .annotate(first=Min("created_at"), last=Max("created_at"))}
+    every = {r["session_id"]: r for r in rows.values("session_id")
+             .annotate(first=Min("created_at"), last=Max("created_at"))}
+    return {
+        "stream_s": median([(t["last"] - t["first"]).total_seconds() for t in tokens.values()]),
+        "start_s": median([(t["first"] - every[s]["first"]).total_seconds()
+                           for s, t in tokens.items()]),
+        "end_s": median([(every[s]["last"] - t["last"]).total_seconds()
+                         for s, t in tokens.items()]),
     }
 
 

@@ -49,6 +49,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
+from bench.capacity import CapacityWorkloads  # noqa: E402
 from bench.load import raise_fd_limit  # noqa: E402
 from tests.reliability.latency import Histogram  # noqa: E402
 
@@ -298,9 +299,10 @@ def summarize(workload: str, system: str, reports: list[dict[str, Any]], *,
 # ----------------------------------------------------------------------------- systems
 
 
-class Bench:
+class Bench(CapacityWorkloads):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.summary_lines: list[str] = []
         self.work = Path(tempfile.mkdtemp(prefix="bench-"))
         self.results: list[Result] = []
         self.servers: list[Server] = []
@@ -397,7 +399,8 @@ class Bench:
     # ------------------------------------------------------------------ one measurement
     def measure(self, workload: str, system: str, servers: list[Server], targets: list[dict],
                 trigger: Any, *, procs: int, ack_ms: float = 0, finish_timeout: float = 30,
-                note: dict | None = None, parse: str | None = None) -> Result:
+                note: dict | None = None, parse: str | None = None,
+                analyse: Any = None) -> Result:
         load = LoadGroup(targets, procs, self.work, ack_ms=ack_ms,
                          parse=parse or self.args.parse)
         try:
@@ -412,20 +415,26 @@ class Bench:
             sampler.start()
             load.command({"cmd": "mark"})
             profilers = self.profile_start(workload, system, servers)
-            cpu0 = sum(s.cpu() for s in servers)
+            cpu0 = {s.name: s.cpu() for s in servers}
             sys0 = psutil.cpu_times()
             t0 = time.time()
             expect, info = trigger(load)
             reports = load.finish(expect, finish_timeout)
             wall = time.time() - t0
-            cpu1 = sum(s.cpu() for s in servers)
+            cpu1 = {s.name: s.cpu() for s in servers}
             self.profile_stop(profilers)
             sampler.stop_flag.set()
             sampler.join()
             sys1 = psutil.cpu_times()
             busy = sum(getattr(sys1, f) - getattr(sys0, f) for f in ("user", "system", "nice",
                                                                       "irq", "softirq"))
-            result = summarize(workload, system, reports, server_cpu_s=cpu1 - cpu0, wall_s=wall,
+            if analyse is not None:
+                info = dict(info, **analyse(reports))
+            if len(servers) > 1:
+                info = dict(info, cpu_by_process={
+                    name: round(100 * (cpu1[name] - cpu0[name]) / wall) for name in cpu0})
+            result = summarize(workload, system, reports,
+                               server_cpu_s=sum(cpu1.values()) - sum(cpu0.values()), wall_s=wall,
                                rss_peak=sum(sampler.peak.values()), note=dict(note or {}, **info))
             # CPU used by everything else on the machine (other processes, the kernel's share
             # not charged to ours): figures taken while this is high are disturbed.
@@ -544,7 +553,8 @@ class Bench:
             load.command({"cmd": "start"})
             done = self.fixtures(env, "wait", "--sessions", ",".join(sids), "--timeout", str(timeout))
             statuses = sorted(set(done["status"].values()))
-            return done["heads"], {"status": ",".join(statuses)}
+            return done["heads"], {"status": ",".join(statuses),
+                                   **{k: done[k] for k in ("stream_s", "start_s", "end_s")}}
 
         return trigger
 
@@ -740,9 +750,10 @@ class Bench:
         redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()
         var_dir = self.work / label
         var_dir.mkdir(exist_ok=True)
-        env = self.django_env(var_dir, DATABASE_URL=f"{PG_URL}/{db}",
-                              REDIS_URL=f"redis://127.0.0.1:6379/{REDIS_DB}",
-                              WORKFLOW_EXECUTOR="worker", DB_CONN_MAX_AGE="60", **extra)
+        env = self.django_env(var_dir, **{"DATABASE_URL": f"{PG_URL}/{db}",
+                                          "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+                                          "WORKFLOW_EXECUTOR": "worker", "DB_CONN_MAX_AGE": "60",
+                                          **extra})
         return env, db
 
     def pg_drop(self, db: str) -> None:
@@ -901,6 +912,12 @@ def main() -> None:
     parser.add_argument("--web-cpu-cap", type=float, default=0.1,
                         help="scale: also measure with each web process held to this fraction of "
                         "a core (cgroup v1 cpu quota; skipped where not writable; 0: off)")
+    parser.add_argument("--agents-n", default="", help="agents: only these N (comma-separated)")
+    parser.add_argument("--agents-start", type=int, default=25, help="agents: first N of the search")
+    parser.add_argument("--agents-max", type=int, default=3200)
+    parser.add_argument("--agents-refine", type=int, default=2, help="agents: bisection steps")
+    parser.add_argument("--agents-tokens", type=int, default=750, help="agents: tokens per agent")
+    parser.add_argument("--ingest-seconds", type=float, default=5)
     parser.add_argument("--idle-variants", action="store_true", help="also ws-sansio and daphne")
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
@@ -916,6 +933,7 @@ def main() -> None:
         args.flood_viewers, args.flood_seconds, args.busy_viewers = 10, 1.0, 20
         args.busy_tokens, args.many_sessions, args.many_tokens = 20, 4, 12
         args.idle_sockets, args.replay_events, args.slow_readers = 100, 500, 2
+        args.agents_n, args.agents_tokens, args.ingest_seconds = args.agents_n or "4", 40, 1.0
     bench = Bench(args)
     started = time.time()
     print(f"bench: {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cores, python "
@@ -931,6 +949,8 @@ def main() -> None:
         print("  " + row(r))
     print("\nratio to the reference server (same run, same clients):")
     for line in ratios(bench.results):
+        print("  " + line)
+    for line in bench.summary_lines:
         print("  " + line)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,10 +92,14 @@ WSGI_APPLICATION = None
 ASGI_APPLICATION = "config.asgi.application"
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+_DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        _DATABASE_URL,
+        # SQLite: keep each thread's connection (opening one per run write was a third of
+        # the database thread with 200 sessions running; docs/PERFORMANCE.md). A server
+        # database: as its pooler and bin/prod (60) decide.
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600 if _DATABASE_URL.startswith("sqlite") else 0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -151,7 +155,7 @@ elif REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "realtime.layer.InMemoryLayer",  # sweeps expiry once a second
             "CONFIG": {"capacity": 10000, "expiry": 60, "group_expiry": 86400},
         }
     }

@@ -41,7 +41,7 @@ from realtime.eventlog import (
     make_pending,
     store_events,
 )
-from realtime.layer import Backoff, per_loop
+from realtime.layer import Backoff, group_send_many, per_loop
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,14 @@ def _layer_message(session_id: str, frames: list[StoredFrame]) -> dict[str, Any]
 
 async def broadcast(frames: list[StoredFrame]) -> None:
     """Send stored frames to every process watching their sessions (one message per session)."""
-    layer = get_channel_layer()
     by_session: dict[str, list[StoredFrame]] = {}
     for frame in frames:
         by_session.setdefault(frame.session_id, []).append(frame)
-    for session_id, items in by_session.items():
-        try:
-            await layer.group_send(groups.session_group(session_id), _layer_message(session_id, items))
-        except Exception:  # a layer outage must not lose the log; hubs refill from it
-            log.exception("broadcast of %d events for %s failed", len(items), session_id)
+    # A layer outage must not lose the log: what could not be sent, hubs refill from it.
+    await group_send_many(get_channel_layer(), [
+        (groups.session_group(session_id), _layer_message(session_id, items))
+        for session_id, items in by_session.items()
+    ])
 
 
 def _drop_connection() -> None:

@@ -50,6 +50,8 @@ class Coalescer:
         self.events = 0
         self.sent_text: list[str] = []
         self.sent_thinking: list[str] = []
+        self.stored_answer = 0
+        self.stored_thinking = 0
         self.last: asyncio.Future[int] | None = None
         self.failed: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -97,12 +99,22 @@ class Coalescer:
         if error is not None:
             self.failed = self.failed or error
             return
-        sent = self.sent_thinking if thinking else self.sent_text
+        if thinking:
+            sent = self.sent_thinking
+            self.stored_thinking += 1
+        else:
+            sent = self.sent_text
+            self.stored_answer += 1
         sent.append(text)
         if len(sent) >= SENT_COMPACT_EVERY:
             # One string object per event costs ~50 bytes of overhead each for as long as the
             # node streams (a long node: thousands of events); joined, a node costs its text.
             sent[:] = ["".join(sent)]
+
+    def stored_counts(self) -> tuple[int, int]:
+        """How many chunks of answer and of thinking the log holds: changes whenever the
+        text does (a cheap test for "anything new to checkpoint")."""
+        return self.stored_answer, self.stored_thinking
 
     @property
     def text(self) -> str:

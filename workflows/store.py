@@ -89,6 +89,12 @@ class RunStore(Protocol):
         """Extend ``owner``'s lease of that generation; the session's status, or None if the
         lease was lost (taken over: the generation moved on)."""
 
+    def renew_leases(
+        self, *, owner: str, generations: dict[str, int], lease_seconds: float
+    ) -> dict[str, str | None]:
+        """``renew_lease`` of many runs (session id -> generation) at once: each session's
+        status, or None where the lease was lost."""
+
     def take_lease(self, *, session_id: str, owner: str, lease_seconds: float) -> int | None:
         """Lease one session to ``owner`` unless a live runner holds it; its generation."""
 
@@ -101,6 +107,11 @@ class RunStore(Protocol):
     def node_set_status(self, *, fence: int, session_id: str, node_id: str, status: str) -> None: ...
 
     def message_save_partial(self, *, fence: int, message_id: int, text: str, thinking: str) -> None: ...
+
+    def messages_save_partial(self, *, saves: list[dict[str, Any]]) -> int:
+        """Checkpoints of many streaming messages at once, each ``{"session_id", "fence",
+        "message_id", "text", "thinking"}``; one whose lease moved on is skipped (not an
+        error: its runner learns it at its next own write). How many were written."""
 
     def node_complete(
         self, *, fence: int, session_id: str, node_id: str, agent_id: str, round: int, model: str,

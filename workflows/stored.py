@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -77,6 +78,10 @@ WRITES = frozenset({
 # first attempt's result). A partial save and the trace context log nothing and are harmless
 # to repeat.
 KEYED = WRITES - {"message_save_partial", "run_trace"}
+# A write's key: unique to this process (random prefix) and to the write (a counter); a
+# uuid4 per write read the OS's random source each time, on the hot path of every runner.
+_KEY_PREFIX = uuid.uuid4().hex[:16] + "-"
+_key_numbers = itertools.count(1)
 
 
 class FencedStore:
@@ -95,7 +100,7 @@ class FencedStore:
             if name in WRITES:
                 kwargs["fence"] = self.generation
             if name in KEYED:
-                kwargs["key"] = uuid.uuid4().hex
+                kwargs["key"] = f"{_KEY_PREFIX}{next(_key_numbers)}"
             try:
                 return await _retrying(name, **kwargs)
             except LeaseLost:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _store_call(name: str) -> Any:
-    """A store method in the database thread (looked up when called)."""
+    """A store method in a database thread (looked up when called)."""
     return database_sync_to_async(lambda **kwargs: getattr(get_store(), name)(**kwargs))
 
 
@@ -63,6 +63,7 @@ class Executor:
         self.stopping = False
         self.starting: asyncio.Task[None] | None = None
         self.claiming = False
+        self._renewer: asyncio.Task[None] | None = None
 
     async def start(self, *, claim: bool = True) -> None:
         # The default prefix, like the hub's: with channels_redis's core layer two prefixes
@@ -70,7 +71,7 @@ class Executor:
         self.channel = await self.layer.new_channel()
         self.claiming = claim
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks += [
             loop.create_task(
                 receive_forever(
                     layer=self.layer, channel=self.channel, handle=self._on_message,
@@ -149,7 +150,6 @@ class Executor:
 
     async def _run(self, session_id: str, generation: int) -> None:
         group = control.run_control_group(session_id)
-        renewer: asyncio.Task[Any] | None = None
         try:
             definition = await database_sync_to_async(load_definition)(session_id)
             runner = SessionRunner(
@@ -157,7 +157,7 @@ class Executor:
             )
             self.runners[session_id] = runner
             await self.layer.group_add(group, self.channel)
-            renewer = asyncio.get_running_loop().create_task(self._renew(session_id, runner))
+            self._ensure_renewer()
             status = await runner.run()
             log.info("run %s ended: %s", session_id, status)
         except asyncio.CancelledError:
@@ -170,8 +170,6 @@ class Executor:
                 )
         finally:
             self.runners.pop(session_id, None)
-            if renewer is not None:
-                renewer.cancel()
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, self.channel)
             with contextlib.suppress(Exception):
@@ -179,33 +177,46 @@ class Executor:
                     session_id=session_id, owner=self.owner, generation=generation
                 )
 
-    async def _renew(self, session_id: str, runner: SessionRunner) -> None:
-        """Keep the lease while the run lasts, and re-read the session status each time so a
-        lost pause/resume/stop/review message is recovered within a renewal interval."""
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_all(), name="executor-renew")
+            self._tasks.append(self._renewer)
+
+    async def _renew_all(self) -> None:
+        """Keep the leases of every run while they last, all in one store call per interval
+        (one executor holds hundreds of runs: one call each was a database round trip per
+        run), and re-read each session's status so a lost pause/resume/stop/review message
+        is recovered within a renewal interval."""
         interval = max(0.2, settings.WORKER_LEASE_SECONDS / 3)
         while True:
             await asyncio.sleep(interval)
+            runners = dict(self.runners)
+            if not runners:
+                continue
             read_at = time.monotonic()
             try:
-                status = await _store_call("renew_lease")(
-                    session_id=session_id, owner=self.owner, generation=runner.generation,
-                    lease_seconds=settings.WORKER_LEASE_SECONDS,
+                statuses = await _store_call("renew_leases")(
+                    owner=self.owner, lease_seconds=settings.WORKER_LEASE_SECONDS,
+                    generations={sid: runner.generation for sid, runner in runners.items()},
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("lease renewal for %s failed", session_id)
+                log.exception("lease renewal of %d runs failed", len(runners))
                 continue
-            if status is None:
-                if runner.finishing:  # run_finish released the lease itself
-                    return
-                log.warning("lease on %s lost: another runner took it over", session_id)
-                runner.abandon()
-                task = self.runs.get(session_id)
-                if task is not None:
-                    task.cancel()
-                return
-            runner.apply_status(status, read_at=read_at)
+            for session_id, runner in runners.items():
+                if self.runners.get(session_id) is not runner:
+                    continue  # ended meanwhile
+                status = statuses.get(session_id)
+                if status is not None:
+                    runner.apply_status(status, read_at=read_at)
+                elif not runner.finishing:  # run_finish released the lease itself
+                    log.warning("lease on %s lost: another runner took it over", session_id)
+                    runner.abandon()
+                    task = self.runs.get(session_id)
+                    if task is not None:
+                        task.cancel()
 
 
 def _embedded_executor() -> Executor:

@@ -103,6 +103,32 @@ def message_save_partial(
     )
 
 
+@transaction.atomic
+def messages_save_partial(*, saves: list[dict[str, Any]]) -> int:
+    """Checkpoints of many streaming messages (every agent of one executor) in one
+    transaction: each ``{"session_id", "fence", "message_id", "text", "thinking"}`` is
+    written if its runner still holds the lease (rows locked in id order, as ``lock_run``
+    would one by one) and the message is still open. Returns how many were written.
+
+    One executor streams hundreds of agents; one UPDATE each per second was most of the
+    database's work in the agents-per-core benchmark (docs/PERFORMANCE.md)."""
+    fences = {str(save["session_id"]): save["fence"] for save in saves}
+    current = dict(
+        Session.objects.select_for_update().filter(pk__in=list(fences)).order_by("pk")
+        .values_list("pk", "lease_generation")
+    )
+    held = {str(pk) for pk, generation in current.items() if fences.get(str(pk)) == generation}
+    wanted = {save["message_id"]: save for save in saves if str(save["session_id"]) in held}
+    now = timezone.now()
+    open_messages = list(Message.objects.filter(pk__in=list(wanted), is_final=False).only("pk"))
+    for message in open_messages:
+        message.text = wanted[message.pk]["text"]
+        message.thinking = wanted[message.pk]["thinking"]
+        message.updated_at = now
+    Message.objects.bulk_update(open_messages, ["text", "thinking", "updated_at"], batch_size=200)
+    return len(open_messages)
+
+
 @idempotent
 @transaction.atomic
 def node_complete(

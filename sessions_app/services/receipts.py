@@ -53,6 +53,10 @@ def _decode(stored: Any) -> Any:
 def idempotent[R](write: Callable[..., R]) -> Callable[..., R]:
     """``write(..., key=K)`` runs once per key and session; without a key it always runs."""
 
+    # The write is ``@transaction.atomic`` itself; inside our transaction its undecorated
+    # body runs instead, sparing a savepoint and its release (two statements) per write.
+    body = getattr(write, "__wrapped__", write)
+
     @functools.wraps(write)
     def once(*, key: str | None = None, **kwargs: Any) -> R:
         if key is None:
@@ -62,7 +66,7 @@ def idempotent[R](write: Callable[..., R]) -> Callable[..., R]:
             done = RunWriteReceipt.objects.filter(session_id=session_id, key=key).first()
             if done is not None:
                 return _decode(done.result)
-            result = write(**kwargs)
+            result = body(**kwargs)
             RunWriteReceipt.objects.create(session_id=session_id, key=key, result=_encode(result))
             return result
 

@@ -2,7 +2,8 @@
 
 - The event log's fast path builds frames byte-identical to ``protocol.encode``.
 - ``bench/run.py --quick``: the flood (with slow readers), a busy meeting and a replay against
-  the Django app and the reference server; every client must report zero gaps and duplicates.
+  the Django app and the reference server; every client must report zero gaps and duplicates;
+  four agents on ``run_worker`` (PostgreSQL + Redis) and the event-log ingest on both databases.
 - ``bin/prod``: two uvicorn processes and one worker on a throwaway PostgreSQL database and
   Redis db, one session run, a few clients on each process, zero gaps; Ctrl-C stops it all.
 """
@@ -60,13 +61,20 @@ def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 24
 @pytest.mark.slow
 def test_bench_quick_run_reports_no_loss(tmp_path):
     out_json = tmp_path / "bench.json"
-    stdout = _run([sys.executable, "bench/run.py", "--quick", "--only", "flood,busy,replay",
-                   "--quiet-wait", "0", "--json", str(out_json)])
+    stdout = _run([sys.executable, "bench/run.py", "--quick", "--only",
+                   "flood,busy,replay,agents,ingest", "--quiet-wait", "0", "--json", str(out_json)])
     results = json.loads(out_json.read_text())
     kinds = {(r["workload"], r["system"]) for r in results}
     assert {("flood", "reference"), ("flood", "django"), ("flood+slow", "django"),
-            ("busy", "reference"), ("busy", "django"), ("replay", "django")} <= kinds, stdout
+            ("busy", "reference"), ("busy", "django"), ("replay", "django"),
+            ("agents", "worker N=4"), ("ingest", "postgresql"), ("ingest", "sqlite")} <= kinds, stdout
     for r in results:
+        if r["workload"] == "ingest":  # every published event stored once, gap-free
+            assert r["extra"]["stored"] == r["extra"]["published"] > 0, r
+            assert r["extra"]["sessions_not_gap_free"] == 0, r
+            continue
+        if r["workload"] == "agents":  # four agents on run_worker: every run completed
+            assert r["extra"]["status"] == "completed" and r["extra"]["peak_concurrent"] == 4, r
         assert r["lost"] == 0 and r["dups"] == 0, (r, stdout)
         assert r["events"] > 0, (r, stdout)
         if r["workload"] != "replay":

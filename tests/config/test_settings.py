@@ -54,7 +54,7 @@ def test_environment_switches_database_and_channel_layer(tmp_path):
     default = run_python(code, VAR_DIR=str(tmp_path), DATABASE_URL="", REDIS_URL="")
     engine, name, layer, _ = default.stdout.split(maxsplit=3)
     assert engine == "django.db.backends.sqlite3" and name.endswith("db.sqlite3")
-    assert layer == "channels.layers.InMemoryChannelLayer"
+    assert layer == "realtime.layer.InMemoryLayer"  # Channels' in-memory layer, swept once a second
 
 
 LOG_EVERY_KIND = """

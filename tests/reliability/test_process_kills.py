@@ -61,16 +61,16 @@ async def test_executor_never_takes_over_its_own_live_run(
     settings.WORKER_LEASE_SECONDS = 0.4
     from workflows.store import get_store
 
-    real = get_store().renew_lease
+    real = get_store().renew_leases
     failures = {"left": 4}  # about 1 s of failed renewals: the lease expires meanwhile
 
-    def flaky_renew(**kwargs: Any) -> str | None:
+    def flaky_renew(**kwargs: Any) -> dict[str, str | None]:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise OperationalError("server closed the connection unexpectedly")
         return real(**kwargs)
 
-    monkeypatch.setattr(get_store(), "renew_lease", flaky_renew)
+    monkeypatch.setattr(get_store(), "renew_leases", flaky_renew)
     executor = Executor(owner="only-executor")
     await executor.start()
     try:

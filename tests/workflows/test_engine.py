@@ -218,7 +218,7 @@ async def test_periodic_usage_and_partial_saves_are_throttled(flows, executor, o
 
         monkeypatch.setattr(get_store(), name, wrapper)
 
-    for name in ("message_save_partial", "node_begin", "node_complete", "usage_progress"):
+    for name in ("messages_save_partial", "node_begin", "node_complete", "usage_progress"):
         spy(name)
     sid = await create_session(owner, "solo")
     assert await command(sid, owner, "start_session") is None
@@ -230,7 +230,7 @@ async def test_periodic_usage_and_partial_saves_are_throttled(flows, executor, o
     outputs = [e["data"]["output_tokens"] for e in progress]
     assert outputs == sorted(outputs) and outputs[-1] <= final[0]["data"]["output_tokens"] == 60
     # 60 tokens at 150/s = 0.4 s: about one partial save per 0.25 s, never one per token
-    assert 1 <= calls["message_save_partial"] <= 3
+    assert 1 <= calls["messages_save_partial"] <= 3
     assert calls["node_begin"] == calls["node_complete"] == 1
     assert len(tokens_of(log, "talk")) >= 30
 

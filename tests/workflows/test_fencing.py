@@ -112,14 +112,15 @@ async def test_a_runner_that_missed_its_take_over_abandons_at_its_next_write(
     settings.SCRIPTED_TOKENS_PER_SECOND = 40  # 2 s of streaming
     settings.WORKER_LEASE_SECONDS = 0.6
     store = get_store()
-    real_renew = store.renew_lease
+    real_renew = store.renew_leases
 
-    def renew(**kwargs: Any) -> str | None:
+    def renew(**kwargs: Any) -> dict[str, str | None]:
         if kwargs["owner"] == "runner-a":
-            return "running"  # A never notices: its renewals neither extend nor fail
+            # A never notices: its renewals neither extend nor fail
+            return dict.fromkeys(kwargs["generations"], "running")
         return real_renew(**kwargs)
 
-    monkeypatch.setattr(store, "renew_lease", renew)
+    monkeypatch.setattr(store, "renew_leases", renew)
     caplog.set_level(logging.WARNING, logger="workflows.runner")
     executor_a = Executor(owner="runner-a")
     await executor_a.start()

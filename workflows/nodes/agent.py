@@ -6,7 +6,8 @@ calls; its text is one message and its usage the sum of every call. The toolbox 
 servers included) is open for the round and closed when it ends or stops.
 
 Chunks go through the coalescer to the event log (and so to every viewer); the node's rows
-are written when it starts, about once a second (partial text, for the admin), every
+are written when it starts, about once a second (partial text, for the admin, saved for every
+agent of the process at once by ``workflows/checkpoints.py``), every
 ``USAGE_INTERVAL_SECONDS`` (live usage) and when it ends. Pause holds the stream at its next
 chunk boundary; stop cancels the provider call and keeps exactly the text viewers were sent.
 A node whose streamed text could not be logged fails with the text the log holds, so rows
@@ -29,6 +30,7 @@ from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
 from workflows import tracing
+from workflows.checkpoints import partial_saves
 from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
@@ -71,7 +73,7 @@ class _Round:
     # The model's price when the round started (None: price unknown).
     price: Price | None = None
     toolbox: Toolbox | None = None
-    last_save: float = field(default_factory=time.monotonic)
+    usage_write: asyncio.Future[None] | None = None  # the live usage write in flight
     last_usage: float = field(default_factory=time.monotonic)
 
 
@@ -101,6 +103,8 @@ class AgentExecutor:
         )
         try:
             this.message_id = await asyncio.shield(begin)
+            partial_saves().watch(message_id=this.message_id, session_id=run.session_id,
+                                  fence=run.generation, coalescer=this.coalescer)
             run.status[node.id] = NodeStatus.RUNNING
             run.rounds[node.id] = round_
             this.request = await build_request(
@@ -291,30 +295,45 @@ class AgentExecutor:
         )
 
     async def _checkpoint(self, run: RunContext, this: _Round) -> None:
-        """Partial text (what the log holds so far) about once a second, live usage every
-        USAGE_INTERVAL_SECONDS."""
+        """Live usage every USAGE_INTERVAL_SECONDS (the partial text is saved for every agent
+        of the process at once: ``workflows.checkpoints``)."""
         assert this.node.agent is not None and this.request is not None
         now = time.monotonic()
-        if now - this.last_save >= settings.PARTIAL_SAVE_SECONDS and this.message_id is not None:
-            this.last_save = now
-            await run.store.message_save_partial(
-                session_id=run.session_id, message_id=this.message_id, text=this.coalescer.text,
-                thinking=this.coalescer.thinking_text,
-            )
-        if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
+        if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS and (
+            this.usage_write is None or this.usage_write.done()
+        ):
             this.last_usage = now
+            # In the background: the stream goes on while the database writes (hundreds of
+            # agents share one database thread); at most one in flight per round.
+            this.usage_write = asyncio.ensure_future(self._write_usage(run, this))
+
+    async def _write_usage(self, run: RunContext, this: _Round) -> None:
+        """One live usage event, after every chunk it counts is in the log."""
+        assert this.node.agent is not None and this.request is not None
+        live = self._live(this)
+        try:
             await this.coalescer.drain()
-            live = self._live(this)
             await run.store.usage_progress(
                 session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
                 model=this.request.model, **_token_fields(live),
                 cost_usd=cost_usd(this.price, live),
             )
+        except TRANSIENT_DB_ERRORS as exc:  # live figures only: the node's end writes the sum
+            log.warning("live usage of %s/%s not written (%s)", run.session_id, this.node.id, exc)
+
+    @staticmethod
+    async def _usage_written(this: _Round) -> None:
+        """Wait for the live usage write in flight (it must not land after the node's end)."""
+        if this.usage_write is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(this.usage_write)
 
     async def _complete(self, run: RunContext, this: _Round, round_: int) -> None:
         """Node done (every chunk stored: the log's text is the whole answer)."""
         node, request = this.node, this.request
         assert node.agent is not None and request is not None and this.message_id is not None
+        partial_saves().forget(this.message_id)
+        await self._usage_written(this)
         if this.toolbox is None:
             self._count_call(this)
         usage, price = this.used, this.price
@@ -336,6 +355,7 @@ class AgentExecutor:
     async def _cancelled(self, run: RunContext, this: _Round) -> None:
         """Stopped mid-stream: keep exactly what viewers were sent, mark the node stopped."""
         this.coalescer.discard()
+        partial_saves().forget(this.message_id)
         run.status[this.node.id] = NodeStatus.STOPPED
         if run.abandoned:
             return
@@ -343,6 +363,7 @@ class AgentExecutor:
         await asyncio.shield(self._write_stopped(run, this))
 
     async def _write_stopped(self, run: RunContext, this: _Round) -> None:
+        await self._usage_written(this)
         await this.coalescer.settle()  # chunks already sent are stored before the stopped state
         await run.store.node_stopped(
             session_id=run.session_id, node_id=this.node.id, message_id=this.message_id,
@@ -353,6 +374,8 @@ class AgentExecutor:
         """The message keeps what the log holds (after a drain: everything that streamed,
         unless the log lost a chunk)."""
         tracing.agent_failed(error, code)
+        partial_saves().forget(this.message_id)
+        await self._usage_written(this)
         await this.coalescer.drain()
         await run.store.node_fail(
             session_id=run.session_id, node_id=this.node.id, error=error, code=code,
