@@ -299,6 +299,18 @@ def publish_sync(
     return frames[0].seq
 
 
+def publish_many_sync(events: list[dict[str, Any]]) -> int:
+    """``publish_sync`` of many events (any sessions: ``session_id``, ``event``, ``node_id``,
+    ``data`` each) in one insert of the caller's transaction; how many were stored (an
+    event whose session is gone is dropped)."""
+    items = [make_pending(session_id=str(e["session_id"]), event=e["event"], data=e["data"],
+                          node_id=e.get("node_id")) for e in events]
+    frames = store_events(items) if items else []
+    if frames:
+        transaction.on_commit(lambda: _broadcast_sync(frames))
+    return len(frames)
+
+
 def _broadcast_sync(frames: list[StoredFrame]) -> None:
     try:
         async_to_sync(broadcast)(frames)

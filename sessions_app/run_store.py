@@ -30,6 +30,7 @@ _WHERE = {
     "node_stopped": nodes,
     "nodes_skip": nodes,
     "usage_progress": usage,
+    "usage_progress_many": usage,
     "user_messages_before": selectors,
     "review_open": reviews,
     "review_auto_approve": reviews,

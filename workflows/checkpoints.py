@@ -74,3 +74,58 @@ class PartialSaves:
 
 
 partial_saves = per_loop(PartialSaves)
+
+
+class LiveUsage:
+    """One per event loop: the live usage of every streaming agent, written together.
+
+    An agent ``report``s its usage so far every ``USAGE_INTERVAL_SECONDS`` (the latest report
+    of a node replaces an unwritten earlier one); a task writes whatever is pending, at most
+    twice a second, in one transaction (``usage_progress_many``), after every chunk those
+    figures count is in the log. Before its node ends an agent waits in ``settled`` so no
+    live figure lands after the final one. A failed write is not retried: the next
+    interval, or the node's end, brings newer figures."""
+
+    PERIOD_SECONDS = 0.5
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], tuple[dict, Coalescer]] = {}
+        self.writing: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def report(self, report: dict, coalescer: Coalescer) -> None:
+        self.pending[(report["session_id"], report["node_id"])] = (report, coalescer)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop(), name="live-usage")
+
+    async def settled(self, session_id: str, node_id: str) -> None:
+        """Drop the node's unwritten report and wait for one being written."""
+        self.pending.pop((session_id, node_id), None)
+        writing = self.writing.get((session_id, node_id))
+        if writing is not None:
+            await asyncio.shield(writing)
+
+    async def _loop(self) -> None:
+        while self.pending:
+            await asyncio.sleep(min(self.PERIOD_SECONDS, settings.USAGE_INTERVAL_SECONDS))
+            batch, self.pending = self.pending, {}
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for key in batch:
+                self.writing[key] = done
+            try:
+                for _, coalescer in batch.values():
+                    coalescer.flush()
+                for _, coalescer in batch.values():
+                    await coalescer.settle()
+                await database_sync_to_async(get_store().usage_progress_many)(
+                    reports=[report for report, _ in batch.values()])
+            except Exception as exc:  # newer figures come with the next interval
+                log.warning("live usage of %d nodes not written (%s)", len(batch), exc)
+            finally:
+                for key in batch:
+                    if self.writing.get(key) is done:
+                        del self.writing[key]
+                done.set_result(None)
+
+
+live_usage = per_loop(LiveUsage)

@@ -122,6 +122,11 @@ class RunStore(Protocol):
         """The round's usage row: its tokens by type, and the price it was charged at (None
         cost: the price is unknown)."""
 
+    def usage_progress_many(self, *, reports: list[dict[str, Any]]) -> int:
+        """``usage_progress`` of many running nodes at once, each report ``{"session_id",
+        "fence", "node_id", "agent_id", "model", "<type>_tokens"..., "cost_usd"}``; one whose
+        lease moved on is skipped. How many usage events were logged."""
+
     def usage_progress(
         self, *, fence: int, session_id: str, node_id: str, agent_id: str, model: str,
         input_tokens: int, cached_input_tokens: int, cache_write_tokens: int, output_tokens: int,

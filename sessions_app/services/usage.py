@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 
-from realtime.publisher import publish_sync
+from realtime.publisher import publish_many_sync, publish_sync
 from realtime.vocabulary import EventName
 from sessions_app.models import ZERO, Session, TokenUsage
 from sessions_app.services.leases import lock_run
@@ -59,7 +59,15 @@ def publish_usage(
     """token_usage: the node's stored rows plus ``more`` (the live part of a running node:
     ``<type>_tokens`` and ``cost_usd``, None when its price is unknown)."""
     done = _sums(TokenUsage.objects.filter(session=session, node_id=node_id))
-    more = more or {}
+    data = _usage_data(session=session, node_id=node_id, agent_id=agent_id, model=model,
+                       final=final, done=done, more=more or {})
+    publish_sync(session_id=session.pk, event=EventName.TOKEN_USAGE, node_id=node_id, data=data)
+
+
+def _usage_data(
+    *, session: Session, node_id: str, agent_id: str, model: str, final: bool,
+    done: dict[str, Any], more: dict[str, Any],
+) -> dict[str, Any]:
     live_cost: Decimal | None = more.get("cost_usd", ZERO)
     node_unknown = done["price_unknown"] or live_cost is None
     data: dict[str, Any] = {"node_id": node_id, "agent_id": agent_id, "model": model}
@@ -71,7 +79,7 @@ def publish_usage(
         data[f"session_{name}"] = getattr(session, name) + more.get(name, 0)
     data["session_cost_usd"] = float(session.cost_usd + (live_cost or ZERO))
     data["session_price_unknown"] = session.price_unknown or live_cost is None
-    publish_sync(session_id=session.pk, event=EventName.TOKEN_USAGE, node_id=node_id, data=data)
+    return data
 
 
 @idempotent
@@ -100,3 +108,48 @@ def usage_progress(
             "reasoning_tokens": reasoning_tokens, "cost_usd": cost_usd,
         },
     )
+
+
+@transaction.atomic
+def usage_progress_many(*, reports: list[dict[str, Any]]) -> int:
+    """``usage_progress`` of many running nodes (every agent of one executor) in one
+    transaction: the sessions locked in id order, one aggregate for every node's stored
+    rows, the events in one insert. A report whose runner lost its lease is skipped (its
+    runner learns it at its next own write). Returns how many events were logged.
+
+    Each report is ``{"session_id", "fence", "node_id", "agent_id", "model",
+    "<type>_tokens"..., "cost_usd"}``. One write per agent every ``USAGE_INTERVAL_SECONDS``
+    was most of what a worker with hundreds of agents asked of its database thread."""
+    sessions = {
+        str(session.pk): session
+        for session in Session.objects.select_for_update().defer("workflow_definition")
+        .filter(pk__in=sorted({str(r["session_id"]) for r in reports})).order_by("pk")
+    }
+    live = [r for r in reports
+            if (s := sessions.get(str(r["session_id"]))) is not None
+            and s.lease_generation == r["fence"]]
+    if not live:
+        return 0
+    stored: dict[tuple[str, str], dict[str, Any]] = {}
+    rows = (TokenUsage.objects.filter(session_id__in={str(r["session_id"]) for r in live},
+                                      node_id__in={r["node_id"] for r in live})
+            .values("session_id", "node_id")
+            .annotate(**{name: Sum(name) for name in TOKEN_FIELDS}, cost=Sum("cost_usd"),
+                      unpriced=Count("pk", filter=Q(cost_usd__isnull=True))))
+    for row in rows:
+        sums: dict[str, Any] = {name: row[name] or 0 for name in TOKEN_FIELDS}
+        sums["cost_usd"] = row["cost"] or ZERO
+        sums["price_unknown"] = bool(row["unpriced"])
+        stored[(str(row["session_id"]), row["node_id"])] = sums
+    nothing = {**dict.fromkeys(TOKEN_FIELDS, 0), "cost_usd": ZERO, "price_unknown": False}
+    events = []
+    for report in live:
+        sid = str(report["session_id"])
+        more = {name: report.get(name, 0) for name in TOKEN_FIELDS}
+        more["cost_usd"] = report["cost_usd"]
+        data = _usage_data(session=sessions[sid], node_id=report["node_id"],
+                           agent_id=report["agent_id"], model=report["model"], final=False,
+                           done=stored.get((sid, report["node_id"]), nothing), more=more)
+        events.append({"session_id": sid, "event": EventName.TOKEN_USAGE,
+                       "node_id": report["node_id"], "data": data})
+    return publish_many_sync(events)

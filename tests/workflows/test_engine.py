@@ -218,7 +218,7 @@ async def test_periodic_usage_and_partial_saves_are_throttled(flows, executor, o
 
         monkeypatch.setattr(get_store(), name, wrapper)
 
-    for name in ("messages_save_partial", "node_begin", "node_complete", "usage_progress"):
+    for name in ("messages_save_partial", "node_begin", "node_complete", "usage_progress_many"):
         spy(name)
     sid = await create_session(owner, "solo")
     assert await command(sid, owner, "start_session") is None

@@ -30,7 +30,7 @@ from realtime.eventlog import FencedOut
 from realtime.publisher import TRANSIENT_DB_ERRORS
 from realtime.vocabulary import NodeStatus
 from workflows import tracing
-from workflows.checkpoints import partial_saves
+from workflows.checkpoints import live_usage, partial_saves
 from workflows.coalescer import Coalescer, EventLogUnavailable
 from workflows.definitions import NodeSpec
 from workflows.nodes.base import RunContext
@@ -73,7 +73,6 @@ class _Round:
     # The model's price when the round started (None: price unknown).
     price: Price | None = None
     toolbox: Toolbox | None = None
-    usage_write: asyncio.Future[None] | None = None  # the live usage write in flight
     last_usage: float = field(default_factory=time.monotonic)
 
 
@@ -299,41 +298,28 @@ class AgentExecutor:
         of the process at once: ``workflows.checkpoints``)."""
         assert this.node.agent is not None and this.request is not None
         now = time.monotonic()
-        if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS and (
-            this.usage_write is None or this.usage_write.done()
-        ):
+        if now - this.last_usage >= settings.USAGE_INTERVAL_SECONDS:
             this.last_usage = now
-            # In the background: the stream goes on while the database writes (hundreds of
-            # agents share one database thread); at most one in flight per round.
-            this.usage_write = asyncio.ensure_future(self._write_usage(run, this))
-
-    async def _write_usage(self, run: RunContext, this: _Round) -> None:
-        """One live usage event, after every chunk it counts is in the log."""
-        assert this.node.agent is not None and this.request is not None
-        live = self._live(this)
-        try:
-            await this.coalescer.drain()
-            await run.store.usage_progress(
-                session_id=run.session_id, node_id=this.node.id, agent_id=this.node.agent.id,
-                model=this.request.model, **_token_fields(live),
-                cost_usd=cost_usd(this.price, live),
-            )
-        except TRANSIENT_DB_ERRORS as exc:  # live figures only: the node's end writes the sum
-            log.warning("live usage of %s/%s not written (%s)", run.session_id, this.node.id, exc)
+            # Written with every other agent's of this process (workflows/checkpoints.py).
+            live = self._live(this)
+            live_usage().report({
+                "session_id": run.session_id, "fence": run.generation, "node_id": this.node.id,
+                "agent_id": this.node.agent.id, "model": this.request.model,
+                **_token_fields(live), "cost_usd": cost_usd(this.price, live),
+            }, this.coalescer)
 
     @staticmethod
-    async def _usage_written(this: _Round) -> None:
-        """Wait for the live usage write in flight (it must not land after the node's end)."""
-        if this.usage_write is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(this.usage_write)
+    async def _usage_written(run: RunContext, this: _Round) -> None:
+        """No live usage of the node may land after its end: drop or wait for it."""
+        with contextlib.suppress(Exception):
+            await live_usage().settled(run.session_id, this.node.id)
 
     async def _complete(self, run: RunContext, this: _Round, round_: int) -> None:
         """Node done (every chunk stored: the log's text is the whole answer)."""
         node, request = this.node, this.request
         assert node.agent is not None and request is not None and this.message_id is not None
         partial_saves().forget(this.message_id)
-        await self._usage_written(this)
+        await self._usage_written(run, this)
         if this.toolbox is None:
             self._count_call(this)
         usage, price = this.used, this.price
@@ -363,7 +349,7 @@ class AgentExecutor:
         await asyncio.shield(self._write_stopped(run, this))
 
     async def _write_stopped(self, run: RunContext, this: _Round) -> None:
-        await self._usage_written(this)
+        await self._usage_written(run, this)
         await this.coalescer.settle()  # chunks already sent are stored before the stopped state
         await run.store.node_stopped(
             session_id=run.session_id, node_id=this.node.id, message_id=this.message_id,
@@ -375,7 +361,7 @@ class AgentExecutor:
         unless the log lost a chunk)."""
         tracing.agent_failed(error, code)
         partial_saves().forget(this.message_id)
-        await self._usage_written(this)
+        await self._usage_written(run, this)
         await this.coalescer.drain()
         await run.store.node_fail(
             session_id=run.session_id, node_id=this.node.id, error=error, code=code,
