@@ -11,8 +11,9 @@ execute in one ``manage.py run_worker`` process and the viewers are served by on
 process, PostgreSQL and Redis on 127.0.0.1 (``agentsembedded``: one process does both). A
 trial *holds* when every viewer got every event once (0 lost, 0 duplicated), the p99 of
 publish-to-receive latency is under 250 ms, every run completed, the agents kept their pace
-(the median session took at most 1.25x the time its tokens need at 50/s) and at least 90 % of
-them streamed at the same time. The search doubles N from ``--agents-start`` while trials
+(the median session streamed its tokens in at most 1.11x the time they need at 50/s) and at
+least 90 % of them streamed at the same time. How long the runs' start and end writes took
+is reported beside it (``start_s``, ``end_s``, ``pace`` of the whole session). The search doubles N from ``--agents-start`` while trials
 hold, then halves the interval between the last that held and the first that did not.
 
 **Ingest**: one process publishes ``token_stream`` events into 100 sessions through
@@ -32,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TOKENS_PER_SECOND = 50
 P99_LIMIT_MS = 250.0
-# The median session's ideal duration / its real one (start, end and node writes included:
-# about 0.5 s of a 15 s run on an idle machine): below this the agents no longer stream at
-# 50 tokens/s, whatever the latency of what they did stream.
-PACE_MIN = 0.8
+# The median session's streaming time (first to last token, by the worker's clock) against
+# the time its tokens need at 50/s: below this the agents no longer stream at 50 tokens/s,
+# whatever the latency of what they did stream. The whole session (its start and end writes
+# included) is reported beside it as ``pace``, with ``start_s`` and ``end_s``.
+PACE_MIN = 0.9
 
 
 def session_spans(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class CapacityWorkloads:
             "0 lost": result.lost == 0 and result.viewers == 2 * n,
             "0 dup": result.dups == 0,
             "completed": x.get("status") == "completed",
-            "pace": x["pace"] >= PACE_MIN,
+            "pace": x["stream_pace"] >= PACE_MIN,
             "concurrent": x.get("peak_concurrent", 0) >= 0.9 * n,
         }
         x["failed"] = [name for name, ok in checks.items() if not ok]

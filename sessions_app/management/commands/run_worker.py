@@ -19,7 +19,16 @@ class Command(BaseCommand):
         parser.add_argument("--owner", default=None, help="lease owner name (default host:pid)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        asyncio.run(self._main(options["max_runs"], options["owner"]))
+        # uvloop, as the web processes run under uvicorn: a worker's loop runs a timer per
+        # streamed token of every agent, and uvloop's timers and callbacks cost a fraction
+        # of asyncio's (docs/PERFORMANCE.md). Plain asyncio where uvloop is not installed.
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+            runner: Any = asyncio.run
+        else:
+            runner = uvloop.run
+        runner(self._main(options["max_runs"], options["owner"]))
 
     async def _main(self, max_runs: int, owner: str | None) -> None:
         executor = Executor(owner=owner, max_runs=max_runs)
