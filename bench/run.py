@@ -16,6 +16,8 @@ Workloads (sizes from the issue; ``--quick`` shrinks them):
            flood also on one web process in the same topology, for the ratio.
   levers   the flood on variants: daphne instead of uvicorn, one event per frame
            (WS_BATCH_MAX_EVENTS=1), uvicorn --ws websockets-sansio.
+  agents, agentsembedded, ingest   capacity (bench/capacity.py): the largest N of one-agent
+           sessions a run_worker (or one process) carries; events/s into the log.
 
 Every figure comes from the clients (bench/load.py): events, lost (gaps + missing at the end,
 by seq), duplicates, latency percentiles from the envelope timestamp, frames and bytes; CPU
