@@ -181,3 +181,25 @@ class CapacityWorkloads:
                             server_cpu=got["cpu_percent"], extra=got)
             self.results.append(result)
             print("  " + row(result), flush=True)
+
+    def w_replaybrowser(self) -> None:
+        """The replay page over a long log in headless Chromium (bench/replay_browser.py):
+        time to the first frame, to seek to the end, and the rest of its medians."""
+        from bench.run import Result, row
+
+        a = self.args
+        print(f"[replaybrowser] {a.replay_browser_events:,} events, 3 page loads", flush=True)
+        out = subprocess.run(
+            [PY, str(ROOT / "bench" / "replay_browser.py"), "--events",
+             str(a.replay_browser_events), "--runs", "3"],
+            cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        text = out.stdout
+        got = json.loads(text[text.index("{"): text.rindex("}") + 1])
+        runs = got["runs"]
+        medians = {key: sorted(r[key] for r in runs)[len(runs) // 2] for key in runs[0]}
+        result = Result(workload="replay browser", system="chromium", viewers=1,
+                        events=got["events"], extra={k: round(v) for k, v in medians.items()})
+        self.results.append(result)
+        print("  " + row(result), flush=True)

@@ -18,6 +18,8 @@ Workloads (sizes from the issue; ``--quick`` shrinks them):
            (WS_BATCH_MAX_EVENTS=1), uvicorn --ws websockets-sansio.
   agents, agentsembedded, ingest   capacity (bench/capacity.py): the largest N of one-agent
            sessions a run_worker (or one process) carries; events/s into the log.
+  replaybrowser   the replay page over a 100,000-event log in headless Chromium
+           (bench/replay_browser.py): first frame, seek to the end.
 
 Every figure comes from the clients (bench/load.py): events, lost (gaps + missing at the end,
 by seq), duplicates, latency percentiles from the envelope timestamp, frames and bytes; CPU
@@ -920,6 +922,7 @@ def main() -> None:
     parser.add_argument("--agents-refine", type=int, default=2, help="agents: bisection steps")
     parser.add_argument("--agents-tokens", type=int, default=750, help="agents: tokens per agent")
     parser.add_argument("--ingest-seconds", type=float, default=5)
+    parser.add_argument("--replay-browser-events", type=int, default=100_000)
     parser.add_argument("--idle-variants", action="store_true", help="also ws-sansio and daphne")
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
