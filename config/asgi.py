@@ -15,11 +15,11 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.agui.cutoff import CutOffSlowStreams  # noqa: E402
+from realtime.auth import socket_auth_stack  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 from realtime.tokens import BearerWithoutOrigin, TokenAuthMiddleware  # noqa: E402
 from workflows import tracing  # noqa: E402
@@ -30,7 +30,7 @@ router = ProtocolTypeRouter(
         "http": CutOffSlowStreams(django_asgi_app),
         "websocket": BearerWithoutOrigin(
             checked=AllowedHostsOriginValidator(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                socket_auth_stack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
             ),
             with_token=TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
         ),

@@ -14,10 +14,33 @@ from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
 
+from channels.auth import AuthMiddleware
+from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.conf import settings
 from django.contrib import auth
 
 from realtime.tokens import authenticate
+
+
+class _SocketSessionMiddleware(SessionMiddleware):
+    """Channels' session middleware, without its wrapper around ``send``.
+
+    The wrapper saves a changed session when an HTTP response starts; a socket never sends
+    one and never changes the login (that happens over HTTP), yet the wrapper looked at the
+    session on every frame sent to every viewer (docs/PERFORMANCE.md, busy meeting).
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        scope = wrapper.scope
+        del wrapper
+        return await self.inner(scope, receive, send)
+
+
+def socket_auth_stack(inner: Any) -> Any:
+    """``channels.auth.AuthMiddlewareStack`` for sockets: cookies, the session, the user."""
+    return CookieMiddleware(_SocketSessionMiddleware(AuthMiddleware(inner)))
 
 
 def current_user(scope: dict[str, Any]) -> Any | None:

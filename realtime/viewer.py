@@ -202,8 +202,18 @@ class Viewer:
             self._task.cancel()
 
     def _kick(self) -> None:
+        """Write what waits now, in the caller's turn of the loop (an eager task).
+
+        The hub pushes a flush to every viewer of the session in one loop; a socket that can
+        take the frames gets them right there, without a task scheduled per viewer (a task
+        each cost more than the write itself: docs/PERFORMANCE.md). Only a socket whose
+        transport pushes back suspends, and goes on as an ordinary task.
+        """
         if self._task is None and not self.closed:
-            self._task = asyncio.get_running_loop().create_task(self._write_loop())
+            task = asyncio.Task(self._write_loop(), loop=asyncio.get_running_loop(),
+                                eager_start=True)
+            if not task.done():
+                self._task = task
 
     async def _write_loop(self) -> None:
         """Send what waits, as few frames as possible, then end (the next push starts another)."""
@@ -211,16 +221,10 @@ class Viewer:
             while self.pending and not self.closed:
                 items, self.pending = self.pending, []
                 self.allowance = 0  # the catch-up (if any) has left the buffer
-                if len(items) == 1:
-                    await self._send({"type": "websocket.send", "text": items[0]})
-                    metrics.frames_sent(events=1, messages=1)
-                    continue
-                head, tail = protocol.batch_parts(self.session_id)
-                chunks = _batches(items)
-                for chunk in chunks:
-                    text = chunk[0] if len(chunk) == 1 else head + ",".join(chunk) + tail
+                messages = _MESSAGES.of(self.session_id, items)
+                for text in messages:
                     await self._send({"type": "websocket.send", "text": text})
-                metrics.frames_sent(events=len(items), messages=len(chunks))
+                metrics.frames_sent(events=len(items), messages=len(messages))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -238,6 +242,37 @@ class Viewer:
 def _socket_gone(exc: BaseException) -> bool:
     """The client went away (uvicorn: ClientDisconnected, an OSError; autobahn: Disconnected)."""
     return isinstance(exc, OSError) or type(exc).__name__ == "Disconnected"
+
+
+class _Messages:
+    """The messages that carry a list of waiting frames, joined once for every viewer.
+
+    The viewers of a session are pushed the same frame objects in the same order, so they
+    usually have the same list waiting when they write: the last list and its messages are
+    kept, and a viewer whose list is equal (a comparison of identical objects, in C) reuses
+    them. This keeps the batch frame's encoding per flush, not per recipient.
+    """
+
+    __slots__ = ("items", "messages", "session_id")
+
+    def __init__(self) -> None:
+        self.session_id = ""
+        self.items: list[str] = []
+        self.messages: list[str] = []
+
+    def of(self, session_id: str, items: list[str]) -> list[str]:
+        if len(items) == 1:
+            return items
+        if session_id == self.session_id and items == self.items:
+            return self.messages
+        head, tail = protocol.batch_parts(session_id)
+        messages = [chunk[0] if len(chunk) == 1 else head + ",".join(chunk) + tail
+                    for chunk in _batches(items)]
+        self.session_id, self.items, self.messages = session_id, items, messages
+        return messages
+
+
+_MESSAGES = _Messages()
 
 
 def _batches(items: list[str]) -> list[list[str]]:
