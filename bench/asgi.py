@@ -14,6 +14,12 @@ adds (before Django, never reachable from the production entry point ``config.as
 - ``GET /bench/progress?session=ID``: the lowest acknowledged seq among this process's viewers
   of the session (the window of a flood published by another process, ``bench/flood.py``).
 - ``GET /bench/health``: ``{"ok": true, "pid": ...}``.
+- ``GET /bench/start?session=ID``: starts the session as its owner, through the same command
+  path as a viewer's ``start_session`` (for AG-UI viewers, which cannot send commands).
+
+AG-UI viewers (``bench/load_sse.py``) cannot acknowledge over their stream: with
+``BENCH_ACK_PORT`` set the server also listens for UDP datagrams ``<session> <viewer> <seq>``
+on 127.0.0.1 at that port and counts them like the WebSocket viewers' acknowledgements.
 
 Acknowledgements are the viewers' ordinary ``ping`` commands with an id ``a<seq>``; this
 wrapper peeks at them on the way in (the consumer still answers them with ``pong``).
@@ -93,11 +99,52 @@ async def flood(
             "seconds": round(loop.time() - t0, 3), "pid": os.getpid()}
 
 
+class _UdpAcks(asyncio.DatagramProtocol):
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            session_id, key, seq = data.decode().split(" ")
+            progress.setdefault(session_id, {})[key] = int(seq)
+        except ValueError:
+            pass
+
+
+_udp: list[Any] = []
+
+
+def _listen_for_udp_acks() -> None:
+    port = int(os.environ.get("BENCH_ACK_PORT", "0"))
+    if port and not _udp:
+        _udp.append(asyncio.get_running_loop().create_task(
+            asyncio.get_running_loop().create_datagram_endpoint(
+                _UdpAcks, local_addr=("127.0.0.1", port))))
+
+
+async def _start_session(session_id: str) -> dict[str, Any]:
+    """``start_session`` from the session's owner, as the room's consumer sends it."""
+    from channels.db import database_sync_to_async
+
+    from realtime.protocol import parse_command
+    from realtime.rooms import get_backend
+
+    @database_sync_to_async
+    def start() -> dict[str, Any]:
+        from sessions_app.models import Session
+
+        owner = Session.objects.select_related("owner").get(pk=session_id).owner
+        get_backend().execute(user=owner, session_id=session_id, command=parse_command(
+            json.dumps({"cmd": "start_session", "id": f"bench-{session_id[:8]}"})))
+        return {"started": session_id}
+
+    return await start()
+
+
 async def _bench_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
     q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
     path = scope["path"]
     if path == "/bench/health":
         await _json(send, {"ok": True, "pid": os.getpid()})
+    elif path == "/bench/start":
+        await _json(send, await _start_session(q["session"]))
     elif path == "/bench/progress":
         low, n = min_progress(q["session"])
         await _json(send, {"min": low, "viewers": n})
@@ -185,6 +232,7 @@ async def bench_application(scope: dict[str, Any], receive: Any, send: Any) -> N
         return
     if kind == "lifespan" or kind == "websocket":
         _start_executor()
+    _listen_for_udp_acks()
     if kind == "websocket":
         match = _SESSION_PATH.match(scope["path"])
         if match:

@@ -316,6 +316,9 @@ class Viewer(asyncio.Protocol):
         return items
 
     # -------------------------------------------------------------- commands
+    def send_ack(self, seq: int) -> None:
+        self.send_text(f'{{"cmd":"ping","id":"a{seq}"}}')
+
     def send_text(self, text: str) -> None:
         if self.proto is None or self.transport is None or self.closed:
             return
@@ -365,7 +368,7 @@ async def _ack_loop(viewers: list[Viewer], interval: float) -> None:
         for viewer in viewers:
             if viewer.ack and viewer.last >= 0 and viewer.last != viewer.acked and not viewer.closed:
                 viewer.acked = viewer.last
-                viewer.send_text(f'{{"cmd":"ping","id":"a{viewer.last}"}}')
+                viewer.send_ack(viewer.last)
         await asyncio.sleep(interval)
 
 
@@ -384,11 +387,24 @@ def _emit(obj: dict[str, Any]) -> None:
 async def main_async(spec: dict[str, Any]) -> None:
     raise_fd_limit(int(spec.get("fd_limit", 20000)))
     shared = Shared(spec.get("parse", "regex"))
-    viewers: list[Viewer] = []
+    viewers: list[Any] = []
     starters: list[Viewer] = []
-    by_session: dict[str, list[Viewer]] = {}
+    by_session: dict[str, list[Any]] = {}
+    acks = None
+    if any(t.get("kind") == "sse" for t in spec["targets"]):
+        from bench import load_sse
+
+        if spec.get("ack_port"):
+            acks = load_sse.Acks(int(spec["ack_port"]))
+            await acks.open()
     for target in spec["targets"]:
         group = by_session.setdefault(target["session"], [])
+        if target.get("kind") == "sse":  # AG-UI watch streams (bench/load_sse.py)
+            for i in range(int(target["count"])):
+                viewer = load_sse.make(shared, target, i, acks)
+                viewers.append(viewer)
+                group.append(viewer)
+            continue
         for i in range(int(target["count"])):
             slow = float(target.get("slow", 0.0)) if i < int(target.get("slow_count", 0)) else 0.0
             viewer = Viewer(

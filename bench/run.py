@@ -20,6 +20,8 @@ Workloads (sizes from the issue; ``--quick`` shrinks them):
            sessions a run_worker (or one process) carries; events/s into the log.
   replaybrowser   the replay page over a 100,000-event log in headless Chromium
            (bench/replay_browser.py): first frame, seek to the end.
+  agui     flood and busy with AG-UI clients on the SSE watch stream (bench/agui_stream.py,
+           bench/load_sse.py), each beside the same workload over WebSockets: the ratio.
 
 Every figure comes from the clients (bench/load.py): events, lost (gaps + missing at the end,
 by seq), duplicates, latency percentiles from the envelope timestamp, frames and bytes; CPU
@@ -53,6 +55,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 sys.path.insert(0, str(ROOT))
+from bench.agui_stream import AguiStreamWorkloads  # noqa: E402
 from bench.capacity import CapacityWorkloads  # noqa: E402
 from bench.load import raise_fd_limit  # noqa: E402
 from tests.reliability.latency import Histogram  # noqa: E402
@@ -181,7 +184,8 @@ class LoadGroup:
     """Several bench/load.py processes sharing the viewers of a workload."""
 
     def __init__(self, targets: list[dict[str, Any]], procs: int, workdir: Path, *,
-                 ack_ms: float = 0, parse: str = "regex", concurrency: int = 100) -> None:
+                 ack_ms: float = 0, parse: str = "regex", concurrency: int = 100,
+                 ack_port: int = 0) -> None:
         self.procs: list[subprocess.Popen[str]] = []
         self.errors: list[str] = []
         specs: list[list[dict[str, Any]]] = [[] for _ in range(procs)]
@@ -200,7 +204,8 @@ class LoadGroup:
                 continue
             path = workdir / f"load-{uuid.uuid4().hex[:6]}.json"
             path.write_text(json.dumps({"targets": spec_targets, "ack_ms": ack_ms, "parse": parse,
-                                        "connect_concurrency": concurrency}))
+                                        "connect_concurrency": concurrency,
+                                        "ack_port": ack_port}))
             self.procs.append(subprocess.Popen(
                 [PY, str(ROOT / "bench" / "load.py"), str(path)], cwd=ROOT, text=True,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
@@ -303,7 +308,7 @@ def summarize(workload: str, system: str, reports: list[dict[str, Any]], *,
 # ----------------------------------------------------------------------------- systems
 
 
-class Bench(CapacityWorkloads):
+class Bench(CapacityWorkloads, AguiStreamWorkloads):
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.summary_lines: list[str] = []
@@ -404,9 +409,9 @@ class Bench(CapacityWorkloads):
     def measure(self, workload: str, system: str, servers: list[Server], targets: list[dict],
                 trigger: Any, *, procs: int, ack_ms: float = 0, finish_timeout: float = 30,
                 note: dict | None = None, parse: str | None = None,
-                analyse: Any = None) -> Result:
+                analyse: Any = None, ack_port: int = 0) -> Result:
         load = LoadGroup(targets, procs, self.work, ack_ms=ack_ms,
-                         parse=parse or self.args.parse)
+                         parse=parse or self.args.parse, ack_port=ack_port)
         try:
             if load.connected != load.wanted:
                 print(f"  ! {system}: {load.connected}/{load.wanted} connected: {load.errors[:2]}",

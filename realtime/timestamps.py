@@ -27,6 +27,11 @@ def now_iso() -> str:
     return iso_ms(utc_now())
 
 
+def epoch_ms(timestamp: str) -> int:
+    """A protocol timestamp as milliseconds since the epoch (AG-UI's ``timestamp``)."""
+    return round(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def plus_seconds(timestamp: str, seconds: float) -> str:
     """A protocol timestamp moved by ``seconds`` (a review's deadline from its request)."""
     return iso_ms(datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(seconds=seconds))

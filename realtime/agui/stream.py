@@ -5,7 +5,8 @@ same gap refill from the log, same slow-reader rule: a client that stops reading
 when ``WS_SEND_BUFFER_EVENTS`` frames wait for it), reads the log, then translates each of
 our events (``translate.Translator``) in seq order. The last AG-UI event made from one of
 our events carries that event's ``seq`` as its SSE ``id:``, so a client that reconnects with
-``Last-Event-ID`` continues exactly after it. A run (``RUN_STARTED`` ... ``RUN_FINISHED`` or
+``Last-Event-ID`` continues exactly after it; each carries AG-UI's ``timestamp``: when our
+event was published, in epoch milliseconds. A run (``RUN_STARTED`` ... ``RUN_FINISHED`` or
 ``RUN_ERROR``) ends the POST stream that drove it; the watch stream goes on across runs
 until the session ends.
 """
@@ -33,6 +34,7 @@ from realtime import metrics
 from realtime.agui.translate import Outcome, Translator, interrupt_of, usage_entries
 from realtime.eventlog import read_envelopes
 from realtime.hub import get_hub
+from realtime.timestamps import epoch_ms
 from realtime.viewer import Viewer
 from realtime.vocabulary import EventName, SessionStatus
 
@@ -182,16 +184,21 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
         events, outcome = translator.translate(envelope)
         if not events and outcome is None:
             continue
+        stamp = epoch_ms(envelope["timestamp"])  # when our event was published
         texts = []
         if not in_run:
             run_id = f"{request.session_id}:{envelope['seq']}"
-            texts.append(sse(RunStartedEvent(thread_id=request.thread_id, run_id=run_id)))
+            texts.append(sse(RunStartedEvent(thread_id=request.thread_id, run_id=run_id,
+                                             timestamp=stamp)))
             in_run = True
         for index, event in enumerate(events):
             last = index == len(events) - 1 and outcome is None
+            event.timestamp = stamp
             texts.append(sse(event, envelope["seq"] if last else None))
         if outcome is not None:
-            texts.append(sse(_finish(request, run_id, outcome), envelope["seq"]))
+            finish = _finish(request, run_id, outcome)
+            finish.timestamp = stamp
+            texts.append(sse(finish, envelope["seq"]))
         yield "".join(texts)
         if outcome is not None:
             if not watch or outcome.kind != "interrupt":

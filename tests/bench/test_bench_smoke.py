@@ -183,8 +183,10 @@ async def test_viewer_push_run_dedups_refills_gaps_and_overflows(settings):
     settings.WS_SEND_BUFFER_EVENTS = 10
     sent: list[str] = []
     closed: list[int] = []
+    socket_takes = asyncio.Event()  # clear: the socket pushes back, frames wait in the viewer
 
     async def send(message):
+        await socket_takes.wait()
         sent.append(message["text"])
 
     async def close(code):
@@ -193,7 +195,7 @@ async def test_viewer_push_run_dedups_refills_gaps_and_overflows(settings):
     viewer = Viewer(session_id=str(uuid.uuid4()), user="u", send=send, close=close)
     gaps: list[int] = []
     viewer.on_gap = lambda v: gaps.append(v.last_seq)
-    viewer.activate(last_seq=2, initial=["snap"], missing=[])
+    viewer.activate(last_seq=2, initial=["snap"], missing=[])  # its write waits on the socket
 
     def run(first, last):
         items = [(seq, f"e{seq}") for seq in range(first, last + 1)]
@@ -201,13 +203,17 @@ async def test_viewer_push_run_dedups_refills_gaps_and_overflows(settings):
 
     run(1, 4)  # overlaps what the snapshot covered: only 3, 4
     run(3, 5)  # overlap again: only 5
-    assert viewer.pending == ["snap", "e3", "e4", "e5"] and viewer.last_seq == 5
+    assert viewer.pending == ["e3", "e4", "e5"] and viewer.last_seq == 5
     run(8, 9)  # gap 6-7: held, refilled from the log
     assert gaps == [5] and viewer.filling
     viewer.refill([(6, "e6"), (7, "e7")])
     assert viewer.pending[-4:] == ["e6", "e7", "e8", "e9"] and viewer.last_seq == 9
-    await asyncio.sleep(0.01)  # the writer sends what waited as one batch frame
-    assert len(sent) == 1 and sent[0].startswith('{"event":"batch","data":{"events":[snap,e3,')
-    run(10, 21)  # more than WS_SEND_BUFFER_EVENTS waiting: closed with 4409, nothing sent
+    socket_takes.set()
+    await asyncio.sleep(0.01)  # the writer sends the snapshot, then what waited as one batch frame
+    assert len(sent) == 2 and sent[0] == "snap"
+    assert sent[1].startswith('{"event":"batch","data":{"events":[e3,e4,e5,e6,e7,e8,e9]')
+    socket_takes.clear()
+    run(10, 10)  # written at once: the write waits on the socket
+    run(11, 21)  # more than WS_SEND_BUFFER_EVENTS waiting behind it: closed with 4409
     await asyncio.sleep(0.01)
     assert closed == [4409] and viewer.closed

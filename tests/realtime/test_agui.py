@@ -14,7 +14,9 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from pydantic import TypeAdapter
 
+from realtime.eventlog import read_envelopes
 from realtime.models import ApiToken
+from realtime.timestamps import epoch_ms
 from realtime.tokens import RATE, issue_token, revoke_token
 from sessions_app.models import AguiThread, Message, Session
 from tests.workflows.helpers import (
@@ -180,6 +182,10 @@ async def test_the_watch_stream_resumes_after_last_event_id_without_loss_or_repe
         lambda: str(AguiThread.objects.get(thread_id=thread).session_id))()
     whole = await read_sse(await Bearer(token).get(f"/agui/sessions/{sid}/events", headers={"Last-Event-ID": "0"}))
     ids = [int(i) for i, _ in whole if i is not None]
+    # every event carries the time its event of ours was published (from the log, no snapshot)
+    logged = {e["seq"]: epoch_ms(e["timestamp"]) for e in await database_sync_to_async(read_envelopes)(sid)}
+    assert [e.timestamp for i, e in whole if i is not None] == [logged[i] for i in ids]
+    assert all(e.timestamp in logged.values() for _, e in whole)
     cut = ids[len(ids) // 2]
     upto = next(i for i, (sid_, _) in enumerate(whole) if sid_ == str(cut))
     head = whole[: upto + 1]  # what a client had when its stream dropped

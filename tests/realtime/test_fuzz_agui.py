@@ -89,11 +89,23 @@ async def _check(response) -> None:
         assert set(body) == {"code", "error"} and body["error"]
         return
     assert response["Content-Type"] == "text/event-stream"
-    text = b"".join([chunk async for chunk in response.streaming_content]).decode()
+    text = (await _read_while_it_sends(response)).decode()
     for block in text.split("\n\n"):
         if block.strip() and not block.startswith(":"):
             data = next(line[6:] for line in block.split("\n") if line.startswith("data: "))
             EVENT.validate_json(data)
+
+
+async def _read_while_it_sends(response, quiet: float = 1.0) -> bytes:
+    """The stream until it ends, or until it has sent nothing for ``quiet`` seconds: a watch
+    stream of a session that waits to start stays open (rightly) until the session ends."""
+    chunks, stream = [], aiter(response.streaming_content)
+    try:
+        while True:
+            chunks.append(await asyncio.wait_for(anext(stream), quiet))
+    except (StopAsyncIteration, TimeoutError):
+        pass
+    return b"".join(chunks)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
