@@ -33,7 +33,11 @@ class CutOffSlowStreams:
         async def guarded(message: dict[str, Any]) -> None:
             if cut.is_set():
                 raise ClientTooSlow
-            sending = asyncio.ensure_future(send(message))
+            # Started at once (eager): a send the transport takes finishes here, with no task
+            # to schedule; only one that waits on a full buffer races the cut event.
+            sending = asyncio.Task(send(message), loop=asyncio.get_running_loop(), eager_start=True)
+            if sending.done():
+                return sending.result()
             cutting = asyncio.ensure_future(cut.wait())
             done, _ = await asyncio.wait({sending, cutting}, return_when=asyncio.FIRST_COMPLETED)
             if sending in done:

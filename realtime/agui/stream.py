@@ -14,6 +14,7 @@ until the session ends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -39,6 +40,10 @@ from realtime.viewer import Viewer
 from realtime.vocabulary import EventName, SessionStatus
 
 KEEPALIVE_SECONDS = 15.0
+# Events that wait when the stream writes go out in one write (a chunk of the response),
+# as a WebSocket viewer's waiting frames go out as one batch frame: one send per event cost
+# more than translating it (docs/PERFORMANCE.md, AG-UI stream).
+MAX_EVENTS_PER_WRITE = 500
 _ENCODER = EventEncoder()
 _CLOSED = object()
 _read_log = database_sync_to_async(lambda sid: read_envelopes(sid))
@@ -166,11 +171,18 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             return
     await hub.activate(viewer, last_seq=head, initial=[])
     in_run = request.after is None or not watch or opened is not None
-    pending = list(backlog)
+    pending = collections.deque(backlog)
+    texts: list[str] = []  # what goes out in the next write: every event already waiting
     while True:
         if pending:
-            envelope = pending.pop(0)
+            envelope = pending.popleft()
+        elif not inbox.queue.empty():
+            envelope = inbox.queue.get_nowait()
         else:
+            if texts:
+                yield "".join(texts)
+                texts = []
+                continue  # more may have come while that was written
             try:
                 envelope = await asyncio.wait_for(inbox.queue.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
@@ -179,13 +191,13 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
         if envelope is _CLOSED:
             code = inbox.close_code
             reason = "too_slow" if code == 4409 else "forbidden" if code in (4401, 4403) else "closed"
-            yield sse(RunErrorEvent(message=f"stream closed ({reason})", code=reason))
+            texts.append(sse(RunErrorEvent(message=f"stream closed ({reason})", code=reason)))
+            yield "".join(texts)
             return
         events, outcome = translator.translate(envelope)
         if not events and outcome is None:
             continue
         stamp = epoch_ms(envelope["timestamp"])  # when our event was published
-        texts = []
         if not in_run:
             run_id = f"{request.session_id}:{envelope['seq']}"
             texts.append(sse(RunStartedEvent(thread_id=request.thread_id, run_id=run_id,
@@ -199,8 +211,10 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             finish = _finish(request, run_id, outcome)
             finish.timestamp = stamp
             texts.append(sse(finish, envelope["seq"]))
-        yield "".join(texts)
-        if outcome is not None:
             if not watch or outcome.kind != "interrupt":
+                yield "".join(texts)
                 return
             in_run = False
+        if len(texts) >= MAX_EVENTS_PER_WRITE:
+            yield "".join(texts)
+            texts = []
