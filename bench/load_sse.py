@@ -2,8 +2,9 @@
 
 Like ``load.Viewer`` (same counters, same latency histogram, same ``finish`` rules), over
 server-sent events instead of a WebSocket: an ``asyncio.Protocol`` sends the request with
-the login cookie and ``Last-Event-ID: 0`` (the whole log, then live: the client knows where
-it starts without a snapshot), decodes the chunked body and reads, for every AG-UI event
+the login cookie (a first stream starts with the snapshot, like a page: the watch stream
+numbers that run by the seq it starts at, ``<session>:<seq>``; a reconnect sends
+``Last-Event-ID``), decodes the chunked body and reads, for every AG-UI event
 that carries an SSE ``id:`` (the last one made from each of our events), the seq and the
 event's ``timestamp`` (epoch milliseconds, set when our event was published) with one
 regular expression per chunk. A stream that ends without ``RUN_FINISHED`` (a cut-off ends
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from bench.load import HIST_MS, Shared, Stats
 
 _ID_RE = re.compile(rb'id: (\d+)\ndata: \{"type":"[A-Z_]+","timestamp":(\d+)')
+_STARTED_AT = re.compile(rb'"type":"RUN_STARTED","threadId":"[^"]*","runId":"[^"]*:(\d+)"')
 _FINISHED, _ERROR = b'"type":"RUN_FINISHED"', b'"type":"RUN_ERROR"'
 
 
@@ -82,11 +84,11 @@ class SseViewer(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         parts = urlsplit(self.url)
-        after = max(self.last, 0)
+        resume = f"Last-Event-ID: {self.last}\r\n" if self.last >= 0 else ""
         self.transport.write(
             f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
             f"Cookie: sessionid={self.cookie}\r\nAccept: text/event-stream\r\n"
-            f"Last-Event-ID: {after}\r\n\r\n".encode())
+            f"{resume}\r\n".encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed, self.closed = self.closed, True
@@ -107,7 +109,6 @@ class SseViewer(asyncio.Protocol):
                 self.open.set_exception(ConnectionError(f"stream refused: HTTP {status.decode()}"))
                 return
             self._in_body = True
-            self.last = max(self.last, 0)  # Last-Event-ID: everything after it comes
             self.open.set_result(None)
         self._body += data
         self._dechunk()
@@ -142,6 +143,11 @@ class SseViewer(asyncio.Protocol):
         self._sse, text = text[cut:], text[:cut]
         if not text:
             return
+        if self.last < 0:  # a first stream: the snapshot's run id says at which seq it starts
+            started = _STARTED_AT.search(text)
+            if started is None:
+                return
+            self.last = int(started.group(1))
         stats, shared = self.stats, self.shared
         now = time.time()
         stats.frames += 1

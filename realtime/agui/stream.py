@@ -21,21 +21,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ag_ui.core import (
-    BaseEvent,
-    RunErrorEvent,
-    RunFinishedEvent,
-    RunStartedEvent,
-)
-from ag_ui.encoder import EventEncoder
+from ag_ui.core import RunErrorEvent, RunStartedEvent
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime import metrics
+from realtime.agui.live import LiveTranslation, finish_event, join_shared, leave_shared, sse
 from realtime.agui.translate import Outcome, Translator, interrupt_of, usage_entries
 from realtime.eventlog import read_envelopes
 from realtime.hub import get_hub
-from realtime.timestamps import epoch_ms
 from realtime.viewer import Viewer
 from realtime.vocabulary import EventName, SessionStatus
 
@@ -44,7 +38,6 @@ KEEPALIVE_SECONDS = 15.0
 # as a WebSocket viewer's waiting frames go out as one batch frame: one send per event cost
 # more than translating it (docs/PERFORMANCE.md, AG-UI stream).
 MAX_EVENTS_PER_WRITE = 500
-_ENCODER = EventEncoder()
 _CLOSED = object()
 _read_log = database_sync_to_async(lambda sid: read_envelopes(sid))
 
@@ -64,21 +57,8 @@ class StreamRequest:
     cut: asyncio.Event | None = None  # set to cut a client off (realtime.agui.cutoff)
 
 
-def sse(event: BaseEvent, seq: int | None = None) -> str:
-    text = _ENCODER.encode(event)
-    return text if seq is None else f"id: {seq}\n{text}"
-
-
-def _finish(request: StreamRequest, run_id: str, outcome: Outcome) -> BaseEvent:
-    if outcome.kind == "error":
-        return RunErrorEvent(message=outcome.error, code="execution_failed")
-    body: dict[str, Any] = {"thread_id": request.thread_id, "run_id": run_id,
-                            "usage": outcome.usage or None}
-    if outcome.kind == "interrupt":
-        body["outcome"] = {"type": "interrupt", "interrupts": outcome.interrupts}
-    elif outcome.kind == "cancelled":
-        body["outcome"] = {"type": "cancelled"}
-    return RunFinishedEvent.model_validate(body)
+def _finish(request: StreamRequest, run_id: str, outcome: Outcome) -> Any:
+    return finish_event(request.thread_id, run_id, outcome)
 
 
 def _now_outcome(state: dict[str, Any]) -> Outcome | None:
@@ -170,8 +150,22 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             yield sse(_finish(request, run_id, outcome))
             return
     await hub.activate(viewer, last_seq=head, initial=[])
-    in_run = request.after is None or not watch or opened is not None
-    pending = collections.deque(backlog)
+    live = LiveTranslation(translator=translator, session_id=request.session_id,
+                           thread_id=request.thread_id, run_id=run_id, watch=watch,
+                           in_run=request.after is None or not watch or opened is not None)
+    # A watch stream from a snapshot shares its translation with the others started at the
+    # same seq (realtime.agui.live); a POST or resumed stream translates for itself.
+    shared = join_shared(live, head, id(inbox)) if watch and request.after is None else None
+    try:
+        async for text in _live(live, shared, id(inbox), inbox, collections.deque(backlog)):
+            yield text
+    finally:
+        if shared is not None:
+            leave_shared(shared, head, id(inbox))
+
+
+async def _live(live: LiveTranslation, shared: Any, stream: int, inbox: _Inbox,
+                pending: collections.deque) -> AsyncIterator[str]:
     texts: list[str] = []  # what goes out in the next write: every event already waiting
     while True:
         if pending:
@@ -194,27 +188,17 @@ async def _events(request: StreamRequest, hub: Any, viewer: Viewer, inbox: _Inbo
             texts.append(sse(RunErrorEvent(message=f"stream closed ({reason})", code=reason)))
             yield "".join(texts)
             return
-        events, outcome = translator.translate(envelope)
-        if not events and outcome is None:
-            continue
-        stamp = epoch_ms(envelope["timestamp"])  # when our event was published
-        if not in_run:
-            run_id = f"{request.session_id}:{envelope['seq']}"
-            texts.append(sse(RunStartedEvent(thread_id=request.thread_id, run_id=run_id,
-                                             timestamp=stamp)))
-            in_run = True
-        for index, event in enumerate(events):
-            last = index == len(events) - 1 and outcome is None
-            event.timestamp = stamp
-            texts.append(sse(event, envelope["seq"] if last else None))
-        if outcome is not None:
-            finish = _finish(request, run_id, outcome)
-            finish.timestamp = stamp
-            texts.append(sse(finish, envelope["seq"]))
-            if not watch or outcome.kind != "interrupt":
-                yield "".join(texts)
-                return
-            in_run = False
+        made = live.texts_for(envelope) if shared is None else shared.texts_for(stream, envelope)
+        if made is None:  # behind what the shared translation keeps: resume from the log
+            texts.append(sse(RunErrorEvent(message="stream closed (too_slow)", code="too_slow")))
+            yield "".join(texts)
+            return
+        text, ends = made
+        if text:
+            texts.append(text)
+        if ends:
+            yield "".join(texts)
+            return
         if len(texts) >= MAX_EVENTS_PER_WRITE:
             yield "".join(texts)
             texts = []

@@ -14,6 +14,8 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from pydantic import TypeAdapter
 
+from realtime.agui import live as live_module
+from realtime.agui.translate import Translator
 from realtime.eventlog import read_envelopes
 from realtime.models import ApiToken
 from realtime.timestamps import epoch_ms
@@ -280,3 +282,73 @@ async def test_tokens_are_refused_in_urls_rate_limited_and_revoked_streams_end(f
     await revoke(other)
     events = await asyncio.wait_for(reading, 10)
     assert (events[-1][1].type.value, events[-1][1].code) == ("RUN_ERROR", "forbidden")
+
+
+# ----------------------------------------------------------------------------- shared translation
+
+async def test_watch_streams_started_at_the_same_seq_get_the_same_events_translated_once(
+        fast, executor, owner, monkeypatch):
+    token = await token_for(owner, "watch")
+    sid = await create_session(owner, "quick-chat")
+    streams = [await Bearer(token).get(f"/agui/sessions/{sid}/events") for _ in range(3)]
+    readers = [aiter(s.streaming_content) for s in streams]
+    for reader in readers:  # each takes its snapshot at the same seq (nothing has happened yet)
+        assert b"STATE_SNAPSHOT" in b"".join([await anext(reader), await anext(reader)])
+    translated: list[int] = []
+    real = Translator.translate
+
+    def counted(self: Translator, envelope: dict[str, Any]) -> Any:
+        translated.append(envelope["seq"])
+        return real(self, envelope)
+
+    monkeypatch.setattr(Translator, "translate", counted)
+    assert await command(sid, owner, "start_session") is None
+
+    async def rest(reader: Any) -> bytes:
+        return b"".join([chunk async for chunk in reader])
+
+    texts = await asyncio.gather(*(rest(r) for r in readers))
+    assert texts[0] == texts[1] == texts[2] and b'"type":"RUN_FINISHED"' in texts[0]
+    logged = [e["seq"] for e in await database_sync_to_async(read_envelopes)(sid)]
+    assert sorted(translated) == logged  # each event translated once, not once per stream
+    assert not live_module._SHARED  # forgotten when its last stream ended
+    # what they got is what a stream of its own gets: the same log read from seq 0 through
+    # its own translator (it opens its run at seq 1, where the others were in one already)
+    alone = await read_sse(await Bearer(token).get(f"/agui/sessions/{sid}/events",
+                                                   headers={"Last-Event-ID": "0"}))
+    shared = [EVENT.validate_json(block.split("data: ", 1)[1]) for block in texts[0].decode().split("\n\n")
+              if block.startswith(("id:", "data:"))]
+
+    def comparable(events: list[Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in e.model_dump().items() if k != "run_id"}
+                for e in events if e.type.value != "RUN_STARTED"]
+
+    assert len(shared) > 10 and comparable(shared) == comparable([e for _, e in alone])
+
+
+def test_a_shared_translation_keeps_each_text_until_every_stream_took_it():
+    translator = Translator()
+    translator.prime([])
+    translator.snapshot()
+    live = live_module.LiveTranslation(translator=translator, session_id="s", thread_id="s",
+                                       run_id="s:0", in_run=True, watch=True)
+    shared = live_module.join_shared(live, 0, stream=1)
+    assert live_module.join_shared(live, 0, stream=2) is shared
+
+    def token(seq: int) -> dict[str, Any]:
+        return {"event": "token_stream", "seq": seq, "node_id": "a", "session_id": "s",
+                "timestamp": "2026-11-28T00:00:00.000Z",
+                "data": {"chunk": f"t{seq} ", "agent_id": "a", "node_id": "a", "is_thinking": False}}
+
+    fast = [shared.texts_for(1, token(seq)) for seq in range(1, 601)]
+    assert len(shared.made) == 600  # stream 2 has taken none yet
+    slow = [shared.texts_for(2, token(seq)) for seq in range(1, 601)]
+    assert slow == fast and fast[-1][0].startswith("id: 600\n")
+    for seq in range(601, 769):  # the next prune (at 768) forgets what both have taken
+        shared.texts_for(1, token(seq))
+        shared.texts_for(2, token(seq))
+    assert set(shared.made) == {768}  # pruned when stream 1 made 768: stream 2 was at 767
+    assert shared.texts_for(2, token(5)) is None  # gone: that stream would resume from the log
+    live_module.leave_shared(shared, 0, stream=1)
+    live_module.leave_shared(shared, 0, stream=2)
+    assert ("s", 0) not in live_module._SHARED
