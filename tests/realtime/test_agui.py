@@ -286,10 +286,11 @@ async def test_tokens_are_refused_in_urls_rate_limited_and_revoked_streams_end(f
 
 # ----------------------------------------------------------------------------- shared translation
 
+@pytest.mark.parametrize("slug", ["quick-chat", "demo"])  # demo: a review interrupts, then resumes
 async def test_watch_streams_started_at_the_same_seq_get_the_same_events_translated_once(
-        fast, executor, owner, monkeypatch):
+        fast, executor, owner, monkeypatch, slug):
     token = await token_for(owner, "watch")
-    sid = await create_session(owner, "quick-chat")
+    sid = await create_session(owner, slug)
     streams = [await Bearer(token).get(f"/agui/sessions/{sid}/events") for _ in range(3)]
     readers = [aiter(s.streaming_content) for s in streams]
     for reader in readers:  # each takes its snapshot at the same seq (nothing has happened yet)
@@ -307,8 +308,15 @@ async def test_watch_streams_started_at_the_same_seq_get_the_same_events_transla
     async def rest(reader: Any) -> bytes:
         return b"".join([chunk async for chunk in reader])
 
-    texts = await asyncio.gather(*(rest(r) for r in readers))
+    reading = asyncio.gather(*(rest(r) for r in readers))
+    if slug == "demo":
+        ask = await wait_event(sid, is_event("human_interaction_required"), timeout=30)
+        assert await command(sid, owner, "submit_review", node_id=ask["data"]["node_id"],
+                             decision="approve") is None
+    texts = await asyncio.wait_for(reading, 60)
     assert texts[0] == texts[1] == texts[2] and b'"type":"RUN_FINISHED"' in texts[0]
+    if slug == "demo":  # the watch stream went on across the interrupt, into a second run
+        assert texts[0].count(b'"type":"RUN_STARTED"') == 1 and b'"interrupt"' in texts[0]
     logged = [e["seq"] for e in await database_sync_to_async(read_envelopes)(sid)]
     assert sorted(translated) == logged  # each event translated once, not once per stream
     assert not live_module._SHARED  # forgotten when its last stream ended
