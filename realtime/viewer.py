@@ -205,9 +205,10 @@ class Viewer:
         """Write what waits now, in the caller's turn of the loop (an eager task).
 
         The hub pushes a flush to every viewer of the session in one loop; a socket that can
-        take the frames gets them right there, without a task scheduled per viewer (a task
-        each cost more than the write itself: docs/PERFORMANCE.md). Only a socket whose
-        transport pushes back suspends, and goes on as an ordinary task.
+        take the frames gets them right there, without a task scheduled per viewer (creating
+        and running one per viewer cost half as much as the write itself in the busy
+        meeting's profile: docs/PERFORMANCE.md). Only a socket whose transport pushes back
+        suspends, and goes on as an ordinary task.
         """
         if self._task is None and not self.closed:
             task = asyncio.Task(self._write_loop(), loop=asyncio.get_running_loop(),
