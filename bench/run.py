@@ -467,7 +467,8 @@ class Bench(CapacityWorkloads, AguiStreamWorkloads):
             name = f"{workload}-{system}-{s.name}".replace(" ", "_").replace("/", "_")
             procs.append(subprocess.Popen(
                 [spy, "record", "-p", str(s.proc.pid), "-r", "250", "--format", "raw",
-                 "-o", str(out / f"{name}.txt"), "--nonblocking"],
+                 "-o", str(out / f"{name}.txt"), "--nonblocking",
+                 *(["--gil"] if self.args.profile_gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
         return procs
@@ -932,6 +933,8 @@ def main() -> None:
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
     parser.add_argument("--profile-reference", action="store_true")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="profile: only samples of the thread holding the GIL (py-spy --gil)")
     parser.add_argument("--quiet-wait", type=float, default=10,
                         help="before each measurement wait up to this many s for a quiet machine")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",

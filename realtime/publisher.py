@@ -173,6 +173,10 @@ class Publisher:
         loop = asyncio.get_running_loop()
         limit = settings.EVENT_FLUSH_MAX
         holding = False  # the thread holds a connection since the last batch
+        # The broadcast of one batch overlaps the insert of the next (the thread waits on
+        # the database while the loop talks to the layer); broadcasts and futures still
+        # follow batch order, and a batch is sent only once stored.
+        sending: asyncio.Task[None] | None = None
         while True:
             if holding:
                 try:
@@ -194,10 +198,14 @@ class Publisher:
                     frames = await self._store(loop, [item for item, _ in batch])
                 except Exception as exc:
                     log.exception("storing %d events failed; they are given up", len(batch))
+                    if sending is not None:
+                        await sending
+                        sending = None
                     _fail_futures(batch, exc)
                     continue
-                await broadcast(frames)
-                _resolve_futures(batch, frames)
+                if sending is not None:
+                    await sending
+                sending = asyncio.Task(_send(batch, frames), loop=loop, eager_start=True)
 
     async def _store(
         self, loop: asyncio.AbstractEventLoop, items: list[PendingEvent]
@@ -235,6 +243,18 @@ class Publisher:
             self._gave_up = False
         self._failed_at = now
         return self._failing_since
+
+
+async def _send(batch: list[tuple[PendingEvent, asyncio.Future[int]]],
+                frames: list[StoredFrame]) -> None:
+    """Broadcast a stored batch, then resolve its futures: the events are in the log either
+    way (a hub refills what the layer lost), so a failed broadcast fails nobody."""
+    try:
+        await broadcast(frames)
+    except Exception:
+        log.exception("broadcasting %d stored events failed; viewers will refill from the log",
+                      len(frames))
+    _resolve_futures(batch, frames)
 
 
 def _fail_futures(batch: list[tuple[PendingEvent, asyncio.Future[int]]], exc: BaseException) -> None:

@@ -8,10 +8,11 @@ them together (broadcast after commit).
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from realtime.publisher import publish_sync
@@ -112,6 +113,10 @@ def messages_save_partial(*, saves: list[dict[str, Any]]) -> int:
 
     One executor streams hundreds of agents; one UPDATE each per second was most of the
     database's work in the agents-per-core benchmark (docs/PERFORMANCE.md)."""
+    if not saves:
+        return 0
+    if connection.vendor == "postgresql":
+        return _messages_save_partial_postgres(saves)
     fences = {str(save["session_id"]): save["fence"] for save in saves}
     current = dict(
         Session.objects.select_for_update().filter(pk__in=list(fences)).order_by("pk")
@@ -127,6 +132,35 @@ def messages_save_partial(*, saves: list[dict[str, Any]]) -> int:
         message.updated_at = now
     Message.objects.bulk_update(open_messages, ["text", "thinking", "updated_at"], batch_size=200)
     return len(open_messages)
+
+
+def _messages_save_partial_postgres(saves: list[dict[str, Any]]) -> int:
+    """The same as one statement: the ORM's ``bulk_update`` (a CASE per column and row)
+    held the GIL for 5 % of a worker streaming 250 agents, in the thread every run write
+    waits for (``bench/run.py --only agents --profile-gil``, docs/PERFORMANCE.md).
+    Array parameters keep the query text the same for every batch."""
+    qn = connection.ops.quote_name
+    sessions, messages = qn(Session._meta.db_table), qn(Message._meta.db_table)
+    params = [
+        [uuid.UUID(str(save["session_id"])) for save in saves],
+        [save["fence"] for save in saves],
+        [save["message_id"] for save in saves],
+        [save["text"] for save in saves],
+        [save["thinking"] for save in saves],
+        timezone.now(),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH v(session_id, fence, message_id, text, thinking) AS (SELECT * FROM "
+            "unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])), "
+            f"held AS (SELECT s.id FROM {sessions} s JOIN v ON s.id = v.session_id "
+            "AND s.lease_generation = v.fence ORDER BY s.id FOR UPDATE OF s) "
+            f"UPDATE {messages} AS m SET text = v.text, thinking = v.thinking, updated_at = %s "
+            "FROM v WHERE m.id = v.message_id AND m.session_id = v.session_id "
+            "AND NOT m.is_final AND v.session_id IN (SELECT id FROM held)",
+            params,
+        )
+        return cursor.rowcount
 
 
 @idempotent

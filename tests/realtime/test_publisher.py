@@ -108,3 +108,39 @@ async def test_an_error_that_is_not_a_blip_is_not_retried(owner: Any, monkeypatc
     results = await asyncio.gather(*await publish(sid, "bad "), return_exceptions=True)
     assert isinstance(results[0], IntegrityError) and calls["n"] == 1
     assert await asyncio.gather(*await publish(sid, "good ")) == [1]
+
+
+async def test_the_next_batch_is_stored_while_the_last_is_broadcast_and_order_is_kept(
+        owner: Any, monkeypatch: Any) -> None:
+    """A slow layer: batch 2 is already in the log while batch 1's broadcast still waits,
+    yet batch 2 is broadcast (and its futures resolve) only after batch 1."""
+    sid = await create_session(owner, "demo")
+    real = publisher.broadcast
+    first_may_finish = asyncio.Event()
+    sent: list[list[int]] = []
+    stored_meanwhile: list[list[str]] = []
+
+    async def slow_broadcast(frames: list[Any]) -> None:
+        if not sent:  # the first batch: hold it until the second is stored
+            sent.append([])
+            for _ in range(200):
+                if len(await logged_chunks(sid)) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            stored_meanwhile.append([c for _, c in await logged_chunks(sid)])
+            await first_may_finish.wait()
+            sent[0] = [f.seq for f in frames]
+        else:
+            sent.append([f.seq for f in frames])
+        await real(frames)
+
+    monkeypatch.setattr(publisher, "broadcast", slow_broadcast)
+    first = await publish(sid, "a ")
+    await asyncio.sleep(0.05)  # the first batch is stored and being broadcast now
+    later = await publish(sid, "b ", "c ")
+    await asyncio.sleep(0.3)
+    assert not any(f.done() for f in first + later)  # nothing resolves before its broadcast
+    first_may_finish.set()
+    seqs = await asyncio.gather(*first, *later)
+    assert stored_meanwhile == [["a ", "b ", "c "]]
+    assert sent == [[1], [2, 3]] and seqs == [1, 2, 3]
