@@ -56,6 +56,8 @@ def run_budget(*, session_id: Any) -> Decimal | None:
 
 def budget_start(session: Session) -> BudgetStart:
     """What a runner needs to guard the session's budget (a pending request included)."""
+    if session.budget_usd is None:  # no budget: nothing to guard, no request can be pending
+        return BudgetStart(budget_usd=None, spent_usd=session.cost_usd, state=session.budget_state)
     definition = session.workflow_definition.get("budget") or {}
     pending = (
         HumanReview.objects.filter(session=session, node_id="", call_id=BUDGET_REVIEW_KEY,

@@ -19,6 +19,8 @@ runner's streamed events are fenced the same way in the event log (``eventlog.se
 Idempotence: every write that logs events also takes ``key``, the same for every attempt of
 one write; an attempt that finds its key already committed (the reply to its COMMIT was
 lost) returns the first attempt's result instead of writing, and logging, again.
+With ``first_try=True`` (the first attempt of a new key: ``workflows.stored`` says so) the
+store may skip looking for the key.
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ async def _retrying(name: str, **kwargs: Any) -> Any:
         try:
             return await call(**kwargs)
         except TRANSIENT_DB_ERRORS as exc:
+            if "first_try" in kwargs:  # that attempt may have committed: look for its receipt
+                kwargs["first_try"] = False
             if time.monotonic() + backoff.delay > deadline:
                 raise
             delay = backoff.next()
@@ -101,6 +103,7 @@ class FencedStore:
                 kwargs["fence"] = self.generation
             if name in KEYED:
                 kwargs["key"] = f"{_KEY_PREFIX}{next(_key_numbers)}"
+                kwargs["first_try"] = True  # a new key: no attempt can have stored it yet
             try:
                 return await _retrying(name, **kwargs)
             except LeaseLost:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from realtime.publisher import publish_sync
@@ -32,10 +33,17 @@ def locked_node(session_id: Any, node_id: str) -> NodeState:
     return NodeState.objects.select_for_update().get(session_id=session_id, node_id=node_id)
 
 
-def recount_nodes(session: Session) -> None:
-    """The session's completed/failed counters from the node rows (saved by the caller)."""
-    session.nodes_completed = session.node_states.filter(status=NodeStatus.COMPLETED).count()
-    session.nodes_failed = session.node_states.filter(status=NodeStatus.FAILED).count()
+def recount_nodes(session: Session) -> int:
+    """The session's completed/failed counters from the node rows (saved by the caller), in
+    one query; returns how many nodes the session has."""
+    counts = session.node_states.aggregate(
+        total=Count("pk"),
+        completed=Count("pk", filter=Q(status=NodeStatus.COMPLETED)),
+        failed=Count("pk", filter=Q(status=NodeStatus.FAILED)),
+    )
+    session.nodes_completed = counts["completed"]
+    session.nodes_failed = counts["failed"]
+    return counts["total"]
 
 
 def close_message(message_id: int | None, *, text: str, thinking: str) -> None:
@@ -196,13 +204,15 @@ def node_complete(
         "cache_write_tokens": cache_write_tokens, "output_tokens": output_tokens,
         "reasoning_tokens": reasoning_tokens,
     }
-    TokenUsage.objects.update_or_create(
-        session=session, node_id=node_id, round=round,
-        defaults={
-            "agent_id": agent_id, "model": model, **tokens, "estimated": estimated,
-            "cost_usd": cost_usd, "price": price or {}, "price_source": price_source,
-        },
-    )
+    # The session row is locked: no other writer can insert this row meanwhile, so an
+    # UPDATE and an INSERT if it found none (``update_or_create`` adds a SELECT … FOR UPDATE
+    # and two savepoints: 6 statements instead of 2).
+    usage = {
+        "agent_id": agent_id, "model": model, **tokens, "estimated": estimated,
+        "cost_usd": cost_usd, "price": price or {}, "price_source": price_source,
+    }
+    if not TokenUsage.objects.filter(session=session, node_id=node_id, round=round).update(**usage):
+        TokenUsage.objects.create(session=session, node_id=node_id, round=round, **usage)
     node.status = NodeStatus.COMPLETED
     node.output = text
     node.finished_at = timezone.now()

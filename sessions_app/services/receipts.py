@@ -51,21 +51,26 @@ def _decode(stored: Any) -> Any:
 
 
 def idempotent[R](write: Callable[..., R]) -> Callable[..., R]:
-    """``write(..., key=K)`` runs once per key and session; without a key it always runs."""
+    """``write(..., key=K)`` runs once per key and session; without a key it always runs.
+
+    ``first_try=True`` says no earlier attempt with this key exists (the caller makes a new
+    key for every write and says so on its first attempt): the lookup is skipped, one
+    statement of every run write; the receipt is still stored for the retries."""
 
     # The write is ``@transaction.atomic`` itself; inside our transaction its undecorated
     # body runs instead, sparing a savepoint and its release (two statements) per write.
     body = getattr(write, "__wrapped__", write)
 
     @functools.wraps(write)
-    def once(*, key: str | None = None, **kwargs: Any) -> R:
+    def once(*, key: str | None = None, first_try: bool = False, **kwargs: Any) -> R:
         if key is None:
             return write(**kwargs)
         session_id = kwargs["session_id"]
         with transaction.atomic():
-            done = RunWriteReceipt.objects.filter(session_id=session_id, key=key).first()
-            if done is not None:
-                return _decode(done.result)
+            if not first_try:
+                done = RunWriteReceipt.objects.filter(session_id=session_id, key=key).first()
+                if done is not None:
+                    return _decode(done.result)
             result = body(**kwargs)
             RunWriteReceipt.objects.create(session_id=session_id, key=key, result=_encode(result))
             return result

@@ -54,21 +54,21 @@ def run_begin(*, session_id: Any, fence: int) -> RunStart | None:
     fresh = session.status == SessionStatus.CREATED
     interrupted: list[str] = []
     if fresh:
+        nodes = list(session.node_states.order_by("id"))
         session.status = SessionStatus.RUNNING
         session.started_at = timezone.now()
         session.save(update_fields=["status", "started_at", "updated_at"])
-        node_ids = list(session.node_states.order_by("id").values_list("node_id", flat=True))
         publish_sync(
             session_id=session.pk,
             event=EventName.EXECUTION_STARTED,
-            data={"workflow": session.workflow_slug, "nodes": node_ids},
+            data={"workflow": session.workflow_slug, "nodes": [n.node_id for n in nodes]},
         )
         if session.budget_usd is not None:
             budget_event(session)
     else:
         interrupted = _settle_interrupted(session)
         observed.run_taken_over()  # only a runner continuing another's run finds it begun
-    nodes = list(session.node_states.all())
+        nodes = list(session.node_states.all())
     return RunStart(
         status=session.status,
         fresh=fresh,
@@ -196,18 +196,19 @@ def run_finish(*, session_id: Any, fence: int, error: str = "") -> str | None:
     session.lease_owner = ""
     session.lease_expires_at = None
     totals = apply_session_totals(session)
-    recount_nodes(session)
+    nodes = recount_nodes(session)
     _close_open_messages(session)
-    # A budget reached by the last node's usage has nothing left to hold.
-    session.reviews.filter(
-        node_id="", call_id=BUDGET_REVIEW_KEY, status=ReviewStatus.PENDING
-    ).update(status=ReviewStatus.CANCELLED)
+    if session.budget_usd is not None:  # (only a session with a budget asks about it)
+        # A budget reached by the last node's usage has nothing left to hold.
+        session.reviews.filter(
+            node_id="", call_id=BUDGET_REVIEW_KEY, status=ReviewStatus.PENDING
+        ).update(status=ReviewStatus.CANCELLED)
     fields = [
         "run_requested", "lease_owner", "lease_expires_at", *totals,
         "nodes_completed", "nodes_failed", "updated_at",
     ]
     if session.status in ACTIVE_SESSION_STATUSES:
-        unfinished = session.node_states.exclude(status=NodeStatus.COMPLETED).exists()
+        unfinished = session.nodes_completed < nodes
         session.finished_at = timezone.now()
         if unfinished or error:
             session.status = SessionStatus.FAILED

@@ -327,9 +327,12 @@ async def test_pause_resume_and_stop_parallel_nodes(flows, executor, owner):
         assert not [e for e in tokens_of(log, node) if e["seq"] > stopped]
     assert "close" not in seen  # never started
     stopped_at = seq_of(log, is_event("execution:stopped"))
-    # chunks in flight when the stop was committed may land right after it; nothing later
+    # Chunks published before the runner heard of the stop (it is told after the stop
+    # commits) may land right after it, each before its node's stopped state: how many
+    # depends on the machine's speed (a count here failed 4 runs in 10 on a busy one).
     late = [e for e in log if e["event"] == "token_stream" and e["seq"] > stopped_at]
-    assert len(late) <= len(branches)
+    for chunk in late:
+        assert chunk["seq"] < seq_of(log, is_state(chunk["node_id"], "stopped"))
     nodes = await database_sync_to_async(
         lambda: dict(NodeState.objects.filter(session_id=sid).values_list("node_id", "status"))
     )()
