@@ -108,7 +108,16 @@ def _stream_seconds(ids: list[str]) -> dict[str, float]:
               .annotate(first=Min("created_at"), last=Max("created_at"))}
     every = {r["session_id"]: r for r in rows.values("session_id")
              .annotate(first=Min("created_at"), last=Max("created_at"))}
+    # The most sessions streaming tokens at one moment (first to last token_stream): what
+    # "N agents at once" means, whatever their start and end writes took.
+    edges = sorted([(t["first"], 1) for t in tokens.values()]
+                   + [(t["last"], -1) for t in tokens.values()], key=lambda e: (e[0], -e[1]))
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
     return {
+        "peak_streaming": peak,
         "stream_s": median([(t["last"] - t["first"]).total_seconds() for t in tokens.values()]),
         "start_s": median([(t["first"] - every[s]["first"]).total_seconds()
                            for s, t in tokens.items()]),

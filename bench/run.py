@@ -564,7 +564,7 @@ class Bench(CapacityWorkloads, AguiStreamWorkloads):
             done = self.fixtures(env, "wait", "--sessions", ",".join(sids), "--timeout", str(timeout))
             statuses = sorted(set(done["status"].values()))
             return done["heads"], {"status": ",".join(statuses),
-                                   **{k: done[k] for k in ("stream_s", "start_s", "end_s")}}
+                                   **{k: done[k] for k in ("stream_s", "start_s", "end_s", "peak_streaming")}}
 
         return trigger
 
