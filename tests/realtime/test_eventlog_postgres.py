@@ -7,11 +7,9 @@ throwaway PostgreSQL database (the real server, as a deployment has it).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tests import procs
-from tests.reliability.backends import ThrowawayDatabase
+from tests.reliability.backends import script_on_postgres
 
 SCRIPT = r'''
 import json, threading, uuid
@@ -61,14 +59,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_a_batch_of_many_sessions_is_advanced_in_one_statement(tmp_path: Path) -> None:
-    db = ThrowawayDatabase(prefix="eventlog")
-    try:
-        env = procs.child_env(DATABASE_URL=db.url(), VAR_DIR=str(tmp_path), LOG_LEVEL="ERROR")
-        procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env, timeout=180)
-        out = procs.run_manage(["shell", "-c", SCRIPT], env=env, timeout=120).stdout
-    finally:
-        db.drop()
-    result = json.loads(out.split("RESULT ", 1)[1])
+    result = script_on_postgres(SCRIPT, tmp_path=tmp_path, prefix="eventlog")
     # one statement advances the four sessions of the batch (the rows go in by COPY)
     assert result["sql"] == ["WITH"]
     # the fenced-out group (fence 6, log at 7) and the missing log are refused, the rest in order

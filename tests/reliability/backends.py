@@ -8,6 +8,7 @@ people's tests: they are never stopped; a scenario cuts them off with tests/reli
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -50,6 +51,19 @@ class ThrowawayDatabase:
                 self._conn.close()
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def script_on_postgres(script: str, *, tmp_path: Path, prefix: str) -> dict[str, Any]:
+    """Run ``script`` (``manage.py shell -c``) against a migrated throwaway database and
+    return the JSON it printed after ``RESULT `` (the suite's own database is SQLite)."""
+    db = ThrowawayDatabase(prefix=prefix)
+    try:
+        env = procs.child_env(DATABASE_URL=db.url(), VAR_DIR=str(tmp_path), LOG_LEVEL="ERROR")
+        procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env, timeout=180)
+        out = procs.run_manage(["shell", "-c", script], env=env, timeout=120).stdout
+    finally:
+        db.drop()
+    return json.loads(out.split("RESULT ", 1)[1])
 
 
 class PrivateRedis:

@@ -1,6 +1,5 @@
-"""The run store's PostgreSQL-only paths, on the real server: the partial-text checkpoint of
-every agent of an executor in one statement, and a one-agent run's writes (rows and events
-as on SQLite, the statement counts of docs/PERFORMANCE.md).
+"""The run store's PostgreSQL-only path, on the real server: the partial-text checkpoint of
+every agent of an executor in one statement, the lease checked in it.
 
 The suite's database is SQLite, so this runs a script in a child process against a
 throwaway PostgreSQL database (the real server, as a deployment has it).
@@ -8,19 +7,16 @@ throwaway PostgreSQL database (the real server, as a deployment has it).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tests import procs
-from tests.reliability.backends import ThrowawayDatabase
+from tests.reliability.backends import script_on_postgres
 
 SCRIPT = r'''
 import json
 from django.contrib.auth import get_user_model
 from django.db import connection
-from realtime.eventlog import read_envelopes
 from sessions_app import services
-from sessions_app.models import Message, Session, TokenUsage
+from sessions_app.models import Message, Session
 from sessions_app.services import leases
 from workflows.store import get_store
 
@@ -28,10 +24,10 @@ store = get_store()
 owner = get_user_model().objects.create_user("pg-owner", password="pw")
 out = {}
 
-def running(n, workflow="demo"):
+def running(n):
     runs = []
     for _ in range(n):
-        session = services.session_create(owner=owner, workflow_slug=workflow)
+        session = services.session_create(owner=owner, workflow_slug="demo")
         sid = str(session.pk)
         services.session_start(session_id=sid, user=owner)
         gen = leases.take_lease(session_id=sid, owner="runner-a", lease_seconds=30)
@@ -68,14 +64,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_run_writes_on_postgresql(tmp_path: Path) -> None:
-    db = ThrowawayDatabase(prefix="runwrites")
-    try:
-        env = procs.child_env(DATABASE_URL=db.url(), VAR_DIR=str(tmp_path), LOG_LEVEL="ERROR")
-        procs.run_manage(["migrate", "--noinput", "-v", "0"], env=env, timeout=180)
-        out = procs.run_manage(["shell", "-c", SCRIPT], env=env, timeout=120).stdout
-    finally:
-        db.drop()
-    result = json.loads(out.split("RESULT ", 1)[1])
+    result = script_on_postgres(SCRIPT, tmp_path=tmp_path, prefix="runwrites")
     partial = result["partial"]
     # one statement (savepoint-free: the write is its own transaction) for every agent
     assert partial["sql"] == ["WITH"]
