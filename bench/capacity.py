@@ -93,7 +93,10 @@ class CapacityWorkloads:
             )
         finally:
             self.stop_all()
-            self.pg_drop(db)
+            if a.keep_db:
+                print(f"    kept database {db} (bench/start_timeline.sql reads it)", flush=True)
+            else:
+                self.pg_drop(db)
         x = result.extra
         x["pace"] = round(ideal / x["median_session_s"], 2) if x.get("median_session_s") else 0
         x["stream_pace"] = round(ideal / x["stream_s"], 2) if x.get("stream_s") else 0

@@ -116,8 +116,19 @@ def _stream_seconds(ids: list[str]) -> dict[str, float]:
     for _, step in edges:
         live += step
         peak = max(peak, live)
+    def spread(moments: list) -> float:
+        """Seconds from the 10th to the 90th percentile: how far apart sessions did it."""
+        moments = sorted(moments)
+        if not moments:
+            return 0.0
+        low, high = moments[len(moments) // 10], moments[(len(moments) * 9) // 10 - (len(moments) % 10 == 0)]
+        return round((high - low).total_seconds(), 2)
+
     return {
         "peak_streaming": peak,
+        # the runs' first events (execution:started: claimed and begun) and first tokens
+        "started_spread_s": spread([e["first"] for e in every.values()]),
+        "first_token_spread_s": spread([t["first"] for t in tokens.values()]),
         "stream_s": median([(t["last"] - t["first"]).total_seconds() for t in tokens.values()]),
         "start_s": median([(t["first"] - every[s]["first"]).total_seconds()
                            for s, t in tokens.items()]),

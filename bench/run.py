@@ -468,7 +468,9 @@ class Bench(CapacityWorkloads, AguiStreamWorkloads):
             procs.append(subprocess.Popen(
                 [spy, "record", "-p", str(s.proc.pid), "-r", "250", "--format", "raw",
                  "-o", str(out / f"{name}.txt"), "--nonblocking",
-                 *(["--gil"] if self.args.profile_gil else [])],
+                 *(["--idle"] if self.args.profile_idle else []),
+                 *(["--gil"] if self.args.profile_gil else []),
+                 *(["-d", str(self.args.profile_seconds)] if self.args.profile_seconds else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
         return procs
@@ -564,7 +566,8 @@ class Bench(CapacityWorkloads, AguiStreamWorkloads):
             done = self.fixtures(env, "wait", "--sessions", ",".join(sids), "--timeout", str(timeout))
             statuses = sorted(set(done["status"].values()))
             return done["heads"], {"status": ",".join(statuses),
-                                   **{k: done[k] for k in ("stream_s", "start_s", "end_s", "peak_streaming")}}
+                                   **{k: done[k] for k in ("stream_s", "start_s", "end_s", "peak_streaming",
+                                                           "started_spread_s", "first_token_spread_s")}}
 
         return trigger
 
@@ -933,6 +936,12 @@ def main() -> None:
     parser.add_argument("--replay-events", type=int, default=10000)
     parser.add_argument("--profile", default="", help="directory: py-spy raw profiles of servers")
     parser.add_argument("--profile-reference", action="store_true")
+    parser.add_argument("--keep-db", action="store_true",
+                        help="agents: keep each trial's PostgreSQL database (for bench/start_timeline.sql)")
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="profile: keep samples of waiting threads (time spent on the database)")
+    parser.add_argument("--profile-seconds", type=int, default=0,
+                        help="profile: only the first S seconds of each measurement (a run's start)")
     parser.add_argument("--profile-gil", action="store_true",
                         help="profile: only samples of the thread holding the GIL (py-spy --gil)")
     parser.add_argument("--quiet-wait", type=float, default=10,

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 
 from realtime import metrics, protocol
 from realtime.models import SessionEvent, SessionLog
@@ -370,6 +370,15 @@ def set_fence(*, session_id: Any, fence: int) -> None:
     a superseded writer's batches that were queued, or frozen, are refused even if it wakes
     before it notices."""
     SessionLog.objects.filter(pk=session_id).update(fence=fence)
+
+
+def set_fences(*, fences: dict[Any, int]) -> None:
+    """``set_fence`` for many sessions in one statement (an executor claims hundreds at once)."""
+    if fences:
+        SessionLog.objects.filter(pk__in=list(fences)).update(fence=Case(
+            *(When(pk=session_id, then=Value(fence)) for session_id, fence in fences.items()),
+            default=F("fence"), output_field=SessionLog._meta.get_field("fence"),
+        ))
 
 
 def delete_log(*, session_id: Any) -> None:

@@ -16,6 +16,7 @@ _WHERE = {
     "run_finish": runs,
     "run_trace": runs,
     "run_definition": selectors,
+    "run_definitions": selectors,
     "claim_runs": leases,
     "renew_lease": leases,
     "renew_leases": leases,

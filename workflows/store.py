@@ -78,6 +78,9 @@ class RunStore(Protocol):
     def run_definition(self, *, session_id: str) -> dict[str, Any]:
         """The copy of the workflow definition the session runs."""
 
+    def run_definitions(self, *, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """``run_definition`` of many sessions at once (keyed by session id)."""
+
     # --------------------------------------------------------------- leases
     def claim_runs(
         self, *, owner: str, limit: int, lease_seconds: float, only: Any = None,

@@ -37,11 +37,11 @@ def _store_call(name: str) -> Any:
     return database_sync_to_async(lambda **kwargs: getattr(get_store(), name)(**kwargs))
 
 
-def load_definition(session_id: str) -> WorkflowDefinition:
-    return WorkflowDefinition.from_dict(
-        get_store().run_definition(session_id=session_id),
-        source=f"session {session_id}", check_models=False,
-    )
+def load_definition(session_id: str, raw: dict[str, Any] | None = None) -> WorkflowDefinition:
+    """The session's copy of its workflow (``raw``: as already read with others')."""
+    if raw is None:
+        raw = get_store().run_definition(session_id=session_id)
+    return WorkflowDefinition.from_dict(raw, source=f"session {session_id}", check_models=False)
 
 
 class Executor:
@@ -108,11 +108,17 @@ class Executor:
                 if free > 0:
                     # Our own runs are excluded: one whose renewals lapsed (a database blip,
                     # a stalled loop) keeps its lease by renewing it, never a second runner.
-                    for session_id, generation in await _store_call("claim_runs")(
+                    claimed = await _store_call("claim_runs")(
                         owner=self.owner, limit=free, lease_seconds=settings.WORKER_LEASE_SECONDS,
                         only=self.only, exclude=list(self.runs),
-                    ):
-                        self._start_run(session_id, generation)
+                    )
+                    # One read for all their definitions (not one database call per run
+                    # queued behind the others in the database thread).
+                    definitions = await _store_call("run_definitions")(
+                        session_ids=[session_id for session_id, _ in claimed]
+                    ) if claimed else {}
+                    for session_id, generation in claimed:
+                        self._start_run(session_id, generation, definitions.get(session_id))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -141,17 +147,24 @@ class Executor:
         for name in names:
             await self.layer.group_add(name, self.channel)
 
-    def _start_run(self, session_id: str, generation: int) -> None:
+    def _start_run(
+        self, session_id: str, generation: int, definition: dict[str, Any] | None = None
+    ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._run(session_id, generation), name=f"run-{session_id}"
+            self._run(session_id, generation, definition), name=f"run-{session_id}"
         )
         self.runs[session_id] = task
         task.add_done_callback(lambda _t, sid=session_id: self.runs.pop(sid, None))
 
-    async def _run(self, session_id: str, generation: int) -> None:
+    async def _run(
+        self, session_id: str, generation: int, raw: dict[str, Any] | None = None
+    ) -> None:
         group = control.run_control_group(session_id)
         try:
-            definition = await database_sync_to_async(load_definition)(session_id)
+            if raw is None:
+                definition = await database_sync_to_async(load_definition)(session_id)
+            else:
+                definition = load_definition(session_id, raw)
             runner = SessionRunner(
                 session_id=session_id, definition=definition, generation=generation
             )

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from realtime.eventlog import set_fence
+from realtime.eventlog import set_fence, set_fences
 from realtime.vocabulary import FINISHED_SESSION_STATUSES
 from sessions_app.models import Session
 from sessions_app.services.sessions import session_start
@@ -79,7 +79,6 @@ def claim_runs(
     ``only`` restricts the claim to those sessions (a headless ``run_workflow`` must not
     pick up other people's queued runs); ``exclude`` are the executor's own runs (one whose
     renewals lapsed keeps its lease by renewing it, never by a second claim)."""
-    claimed: list[tuple[str, int]] = []
     query = _claimable().order_by("created_at")
     if only is not None:
         query = query.filter(pk__in=list(only))
@@ -87,11 +86,23 @@ def claim_runs(
         query = query.exclude(pk__in=list(exclude))
     if connection.vendor == "postgresql":
         query = query.select_for_update(skip_locked=True)
-    for session_id in list(query.values_list("id", flat=True)[:limit]):
-        generation = _lease(session_id, owner, lease_seconds)
-        if generation is not None:
-            claimed.append((str(session_id), generation))
-    return claimed
+    ids = list(query.values_list("id", flat=True)[:limit])
+    if not ids:
+        return []
+    # Three statements whatever the count (one each was three per run: with hundreds
+    # queued, seconds of the executor's database thread before any run could start). The
+    # rows are locked (PostgreSQL) or under the write lock (SQLite's IMMEDIATE
+    # transaction); the conditional update still decides, and its own expiry names its rows.
+    expires = _expiry(lease_seconds)
+    _claimable().filter(pk__in=ids).update(
+        lease_owner=owner, lease_expires_at=expires, lease_generation=F("lease_generation") + 1,
+    )
+    generations = dict(
+        Session.objects.filter(pk__in=ids, lease_owner=owner, lease_expires_at=expires)
+        .values_list("pk", "lease_generation")
+    )
+    set_fences(fences=generations)
+    return [(str(pk), generations[pk]) for pk in ids if pk in generations]
 
 
 def renew_lease(

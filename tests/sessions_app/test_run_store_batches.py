@@ -9,8 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from realtime.eventlog import read_envelopes
+from realtime.eventlog import make_pending, read_envelopes, store_events
+from realtime.vocabulary import EventName
 from sessions_app import services
 from sessions_app.models import Message
 from sessions_app.services import leases
@@ -40,6 +43,45 @@ def _take_over(sid: str) -> None:
     leases.renew_lease(session_id=sid, owner="runner-a", generation=1, lease_seconds=0.01)
     time.sleep(0.05)
     assert leases.claim_runs(owner="runner-b", limit=1, lease_seconds=30, only=[sid]) == [(sid, 2)]
+
+
+@pytest.mark.django_db
+def test_claim_runs_takes_many_runs_at_once_each_with_its_new_fence(owner: Any) -> None:
+    """One claim of many queued runs (three statements, not three per run): each claimed
+    run gets the next generation and its log refuses the previous one; a run someone holds,
+    an excluded one and those past the limit are left alone."""
+    sids = []
+    for _ in range(6):
+        session = services.session_create(owner=owner, workflow_slug="demo")
+        services.session_start(session_id=str(session.pk), user=owner)
+        sids.append(str(session.pk))
+    held, excluded = sids[1], sids[2]
+    assert leases.take_lease(session_id=held, owner="runner-a", lease_seconds=30) == 1
+    leases.take_lease(session_id=sids[3], owner="runner-a", lease_seconds=0.01)  # lapses
+    time.sleep(0.05)
+
+    with CaptureQueriesContext(connection) as queries:
+        claimed = leases.claim_runs(owner="runner-b", limit=3, lease_seconds=30,
+                                    exclude=[excluded])
+    # pick, lease, read the generations, set the fences (+ the transaction's own)
+    assert len([q for q in queries if not q["sql"].startswith(("BEGIN", "SAVEPOINT", "RELEASE"))]) == 4
+
+    assert claimed == [(sids[0], 1), (sids[3], 2), (sids[4], 1)]  # queue order, by the limit
+    assert leases.claim_runs(owner="runner-c", limit=10, lease_seconds=30) == [
+        (excluded, 1), (sids[5], 1)]
+    for sid, generation in claimed:
+        stale = make_pending(session_id=sid, event=EventName.NODE_STATE_CHANGE, node_id="n",
+                             data={"node_id": "n", "status": "running"}, fence=generation - 1)
+        assert store_events([stale]) == []  # refused: a superseded writer's
+        current = make_pending(session_id=sid, event=EventName.NODE_STATE_CHANGE, node_id="n",
+                               data={"node_id": "n", "status": "running"}, fence=generation)
+        assert len(store_events([current])) == 1
+    # the held run kept its holder and fence
+    assert get_store().renew_leases(owner="runner-a", lease_seconds=30,
+                                    generations={held: 1}) == {held: "created"}
+    fresh = make_pending(session_id=held, event=EventName.NODE_STATE_CHANGE, node_id="n",
+                         data={"node_id": "n", "status": "running"}, fence=1)
+    assert len(store_events([fresh])) == 1
 
 
 @pytest.mark.django_db
