@@ -91,6 +91,17 @@ def wait(args: argparse.Namespace) -> dict:
     }
 
 
+def _spread(moments: list) -> float:
+    """Seconds from the 10th to the 90th percentile (nearest rank) of some moments: how far
+    apart the sessions did one thing."""
+    moments = sorted(moments)
+    if not moments:
+        return 0.0
+    n = len(moments)
+    low, high = moments[max(0, -(-n // 10) - 1)], moments[-(-n * 9 // 10) - 1]
+    return round((high - low).total_seconds(), 2)
+
+
 def _stream_seconds(ids: list[str]) -> dict[str, float]:
     """Medians over the sessions, from publish times: ``stream_s`` first to last token_stream,
     ``start_s`` the session's first event to its first token, ``end_s`` its last token to its
@@ -116,19 +127,11 @@ def _stream_seconds(ids: list[str]) -> dict[str, float]:
     for _, step in edges:
         live += step
         peak = max(peak, live)
-    def spread(moments: list) -> float:
-        """Seconds from the 10th to the 90th percentile: how far apart sessions did it."""
-        moments = sorted(moments)
-        if not moments:
-            return 0.0
-        low, high = moments[len(moments) // 10], moments[(len(moments) * 9) // 10 - (len(moments) % 10 == 0)]
-        return round((high - low).total_seconds(), 2)
-
     return {
         "peak_streaming": peak,
         # the runs' first events (execution:started: claimed and begun) and first tokens
-        "started_spread_s": spread([e["first"] for e in every.values()]),
-        "first_token_spread_s": spread([t["first"] for t in tokens.values()]),
+        "started_spread_s": _spread([e["first"] for e in every.values()]),
+        "first_token_spread_s": _spread([t["first"] for t in tokens.values()]),
         "stream_s": median([(t["last"] - t["first"]).total_seconds() for t in tokens.values()]),
         "start_s": median([(t["first"] - every[s]["first"]).total_seconds()
                            for s, t in tokens.items()]),

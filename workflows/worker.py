@@ -148,10 +148,10 @@ class Executor:
             await self.layer.group_add(name, self.channel)
 
     def _start_run(
-        self, session_id: str, generation: int, definition: dict[str, Any] | None = None
+        self, session_id: str, generation: int, raw: dict[str, Any] | None = None
     ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._run(session_id, generation, definition), name=f"run-{session_id}"
+            self._run(session_id, generation, raw), name=f"run-{session_id}"
         )
         self.runs[session_id] = task
         task.add_done_callback(lambda _t, sid=session_id: self.runs.pop(sid, None))

@@ -89,7 +89,7 @@ def claim_runs(
     ids = list(query.values_list("id", flat=True)[:limit])
     if not ids:
         return []
-    # Three statements whatever the count (one each was three per run: with hundreds
+    # Four statements whatever the count (before, three per run: with hundreds
     # queued, seconds of the executor's database thread before any run could start). The
     # rows are locked (PostgreSQL) or under the write lock (SQLite's IMMEDIATE
     # transaction); the conditional update still decides, and its own expiry names its rows.
